@@ -1,0 +1,511 @@
+"""One tf.data input pipeline for every source of segmentation data in this project.
+
+Sources, all giving the same batches:
+  * "oxford_iiit_pet": Oxford-IIIT Pet through TensorFlow Datasets (version 4.*.*);
+  * a folder in the layout of the official Oxford-IIIT Pet archives (images/,
+    annotations/trimaps/, annotations/trainval.txt and test.txt), for offline training;
+  * a folder of one's own images/ and masks/ (with train/ and test/ sub-folders, or flat
+    with a held-out fraction as the test split);
+  * "synthetic": procedurally generated shapes with a trimap-like border class.
+
+The order is the one the TensorFlow segmentation tutorial uses, with its bugs fixed:
+load -> resize (images bilinear, masks nearest) -> cache as uint8 -> shuffle -> batch ->
+augment (flips drawn anew every epoch) -> normalize -> sample weights -> prefetch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+from errors import UserError
+
+TFDS_NAME = "oxford_iiit_pet"
+TFDS_VERSION = "4.*.*"
+TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
+SYNTHETIC = "synthetic"
+SYNTHETIC_SIZES = {"train": 512, "test": 128}
+SPLITS = ("train", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Formats tf.io.decode_image reads; anything else is skipped before training starts.
+DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
+OXFORD_CLASS_NAMES = ("pet", "background", "border")
+
+
+class DataWarning(UserWarning):
+    """A file that was skipped, named with the reason."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    mask: Path
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_dataset(
+    source: str | os.PathLike,
+    split: str,
+    *,
+    image_size: int = 128,
+    batch_size: int = 64,
+    training: bool = False,
+    class_weights: Sequence[float] | str | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+    num_classes: int = 3,
+    mask_offset: int | None = None,
+    holdout_fraction: float = 0.2,
+    shuffle_buffer: int = 1000,
+) -> tf.data.Dataset:
+    """Batches of (images, masks) or, with class weights, (images, masks, sample_weights).
+
+    images: float32 (B, S, S, 3) in [0, 1]; masks: int32 (B, S, S, 1) in [0, num_classes);
+    sample_weights: float32 (B, S, S, 1), the class weight of each pixel's true class.
+    `class_weights="balanced"` weighs classes by inverse frequency in the *training* masks.
+    `mask_offset` is subtracted from stored mask values (default 1 for Oxford-IIIT Pet
+    trimaps, 0 otherwise). `holdout_fraction` is the share of a flat images/+masks/ folder
+    kept aside as the test split.
+    """
+    _check_positive("batch_size", batch_size)
+    weights = None
+    if class_weights is not None:
+        weights = resolve_class_weights(
+            class_weights,
+            source,
+            image_size=image_size,
+            limit=limit,
+            num_classes=num_classes,
+            mask_offset=mask_offset,
+            holdout_fraction=holdout_fraction,
+        )
+    ds = load_examples(
+        source,
+        split,
+        image_size=image_size,
+        limit=limit,
+        num_classes=num_classes,
+        mask_offset=mask_offset,
+        holdout_fraction=holdout_fraction,
+    )
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training:
+        ds = _with_random_flips(ds, seed)
+    ds = ds.map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
+    if weights is not None:
+        table = tf.constant(weights, tf.float32)
+        ds = ds.map(
+            lambda images, masks: (images, masks, tf.gather(table, masks)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_examples(
+    source: str | os.PathLike,
+    split: str,
+    *,
+    image_size: int = 128,
+    limit: int | None = None,
+    num_classes: int = 3,
+    mask_offset: int | None = None,
+    holdout_fraction: float = 0.2,
+) -> tf.data.Dataset:
+    """Unbatched (image uint8 (S, S, 3), mask uint8 (S, S, 1)) examples, resized, uncached."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    _check_positive("image_size", image_size)
+    _check_positive("num_classes", num_classes)
+    if limit is not None:
+        _check_positive("limit", limit)
+    if not 0.0 < holdout_fraction < 1.0:
+        raise UserError(f"holdout_fraction must be between 0 and 1, got {holdout_fraction}")
+    name = os.fspath(source)
+    if name == SYNTHETIC:
+        return _synthetic_examples(split, image_size, limit)
+    if name == TFDS_NAME:
+        return _tfds_examples(split, image_size, limit, 1 if mask_offset is None else mask_offset)
+    root = Path(name)
+    if not root.is_dir():
+        raise UserError(
+            f"data source {name!r} is neither {TFDS_NAME!r}, {SYNTHETIC!r} nor an existing folder"
+        )
+    layout = detect_layout(root)
+    if layout == "oxford":
+        pairs = _oxford_pairs(root, split)
+        offset = 1 if mask_offset is None else mask_offset
+    else:
+        pairs = _own_pairs(root, split, holdout_fraction)
+        offset = 0 if mask_offset is None else mask_offset
+    if limit is not None:
+        pairs = pairs[:limit]
+    return _file_examples(pairs, image_size, num_classes, offset, f"{root} ({split} split)")
+
+
+def detect_layout(root: Path) -> str:
+    """'oxford' (official archive layout), 'split' (train/ and test/ folders) or 'flat'."""
+    if (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir():
+        return "oxford"
+    if (root / "train" / "images").is_dir() and (root / "train" / "masks").is_dir():
+        return "split"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "flat"
+    raise UserError(
+        f"{root} matches no known data layout; expected one of:\n"
+        "  images/ + annotations/trimaps/ + annotations/trainval.txt, test.txt "
+        "(the official Oxford-IIIT Pet archives)\n"
+        "  train/images/ + train/masks/ (+ test/images/ + test/masks/)\n"
+        "  images/ + masks/ (a held-out fraction becomes the test split)"
+    )
+
+
+def resolve_class_weights(
+    class_weights: Sequence[float] | str,
+    source: str | os.PathLike,
+    *,
+    num_classes: int = 3,
+    **load_options,
+) -> list[float]:
+    """A list of num_classes weights from a sequence, a '2,2,1' string or 'balanced'."""
+    if isinstance(class_weights, str):
+        if class_weights.strip().lower() == "balanced":
+            return balanced_class_weights(source, num_classes=num_classes, **load_options)
+        try:
+            class_weights = [float(w) for w in class_weights.split(",")]
+        except ValueError:
+            raise UserError(
+                f"class weights {class_weights!r} must be 'balanced' or numbers separated by commas"
+            ) from None
+    weights = [float(w) for w in class_weights]
+    if len(weights) != num_classes:
+        raise UserError(
+            f"class weights {weights} give {len(weights)} values for {num_classes} classes: "
+            f"give one weight per class"
+        )
+    if any(not np.isfinite(w) or w < 0 for w in weights):
+        raise UserError(f"class weights {weights} must be finite and not negative")
+    return weights
+
+
+def balanced_class_weights(
+    source: str | os.PathLike, *, num_classes: int = 3, **load_options
+) -> list[float]:
+    """Inverse class frequency in the training masks, scaled so a balanced set gets 1.0."""
+    masks = load_examples(source, "train", num_classes=num_classes, **load_options).map(
+        lambda image, mask: tf.math.bincount(
+            tf.cast(mask, tf.int32), minlength=num_classes, maxlength=num_classes, dtype=tf.int64
+        )
+    )
+    counts = masks.reduce(tf.zeros([num_classes], tf.int64), lambda total, c: total + c).numpy()
+    total = counts.sum()
+    # A class absent from the training masks keeps weight 1: nothing to balance against.
+    return [float(total / (num_classes * c)) if c else 1.0 for c in counts]
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def resize_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Bilinear resize (antialiased when shrinking) of an RGB image to uint8 (S, S, 3)."""
+    resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def resize_mask(mask: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Nearest-neighbour resize: interpolating labels would invent classes between them."""
+    return tf.image.resize(mask, [image_size, image_size], method="nearest")
+
+
+# --------------------------------------------------------------------------- TFDS
+
+
+def _tfds_examples(split: str, image_size: int, limit: int | None, offset: int) -> tf.data.Dataset:
+    builder = _prepared_tfds_builder()
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    if limit is not None:
+        ds = ds.take(limit)
+
+    def resize(example):
+        mask = tf.cast(resize_mask(example["segmentation_mask"], image_size), tf.int32) - offset
+        return resize_image(example["image"], image_size), tf.cast(mask, tf.uint8)
+
+    return ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _prepared_tfds_builder():
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(f"{TFDS_NAME}:{TFDS_VERSION}")
+    except Exception as error:  # TFDS raises many types for a registry it cannot resolve
+        raise UserError(f"TensorFlow Datasets cannot provide {TFDS_NAME}:{TFDS_VERSION}: {error}") from None
+    if builder.is_prepared():
+        return builder
+    offline_route = (
+        "Download images.tar.gz and annotations.tar.gz from "
+        "https://www.robots.ox.ac.uk/~vgg/data/pets/ on a machine with access, unpack both "
+        "into one folder (it then holds images/ and annotations/) and pass that folder as "
+        "--data DIR."
+    )
+    # TFDS retries a failed download for minutes; a quick look first keeps a failure quick.
+    if not dataset_server_reachable():
+        raise UserError(
+            f"cannot download {TFDS_NAME}: {TFDS_DOWNLOAD_HOST} cannot be reached from this "
+            f"machine. {offline_route}"
+        )
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # network, disk and checksum failures all end here
+        raise UserError(f"downloading {TFDS_NAME} failed ({error}). {offline_route}") from None
+    return builder
+
+
+def dataset_server_reachable(timeout: float = 10.0) -> bool:
+    """Whether a TCP connection to the dataset's download server opens within `timeout`."""
+    try:
+        with socket.create_connection((TFDS_DOWNLOAD_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _oxford_pairs(root: Path, split: str) -> list[Pair]:
+    list_file = root / "annotations" / ("trainval.txt" if split == "train" else "test.txt")
+    if not list_file.is_file():
+        raise UserError(f"{list_file} is missing: the official archive lists the {split} split there")
+    names = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split()[0])
+    pairs, missing = [], []
+    for name in names:
+        image = root / "images" / f"{name}.jpg"
+        mask = root / "annotations" / "trimaps" / f"{name}.png"
+        if image.is_file() and mask.is_file():
+            pairs.append(Pair(image, mask))
+        else:
+            missing.append(image if not image.is_file() else mask)
+    _warn_skipped(missing, f"listed in {list_file} but missing")
+    return pairs
+
+
+def _own_pairs(root: Path, split: str, holdout_fraction: float) -> list[Pair]:
+    if (root / "train" / "images").is_dir():
+        folder = root / split
+        if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
+            raise UserError(f"{folder} needs images/ and masks/ sub-folders for the {split} split")
+        return _match_by_stem(folder / "images", folder / "masks")
+    pairs = _match_by_stem(root / "images", root / "masks")
+    # Hash each name so the held-out set does not change when files are added or renamed.
+    ranked = sorted(pairs, key=lambda p: (zlib.crc32(p.image.stem.encode()), p.image.stem))
+    n_test = max(1, round(holdout_fraction * len(ranked))) if len(ranked) > 1 else 0
+    chosen = ranked[:n_test] if split == "test" else ranked[n_test:]
+    return sorted(chosen, key=lambda p: p.image.stem)
+
+
+def _match_by_stem(images_dir: Path, masks_dir: Path) -> list[Pair]:
+    images = _files_by_stem(images_dir, IMAGE_EXTENSIONS)
+    masks = _files_by_stem(masks_dir, (".png",))
+    _warn_skipped([images[s] for s in sorted(images.keys() - masks.keys())], f"has no mask in {masks_dir}")
+    _warn_skipped([masks[s] for s in sorted(masks.keys() - images.keys())], f"has no image in {images_dir}")
+    return [Pair(images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
+
+
+def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in extensions and not path.name.startswith("."):
+            if path.stem in found:
+                raise UserError(f"{path} and {found[path.stem]} have the same name: which one is meant?")
+            found[path.stem] = path
+    return found
+
+
+def _file_examples(
+    pairs: list[Pair], image_size: int, num_classes: int, offset: int, where: str
+) -> tf.data.Dataset:
+    """Checks every pair before training starts, then decodes images lazily in parallel."""
+    paths, masks = [], []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
+        for pair, mask in zip(pairs, pool.map(lambda p: _read_pair(p, num_classes, offset), pairs)):
+            if mask is not None:
+                paths.append(str(pair.image))
+                masks.append(resize_mask(mask[..., None], image_size).numpy())
+    if not paths:
+        raise UserError(f"{where} holds no usable image and mask pairs")
+    ds = tf.data.Dataset.from_tensor_slices((paths, np.stack(masks)))
+
+    def decode(path, mask):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return resize_image(image, image_size), mask
+
+    # A file that passed the header check but whose data is truncated is dropped with a
+    # logged warning instead of stopping the epoch.
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+
+
+def _read_pair(pair: Pair, num_classes: int, offset: int) -> np.ndarray | None:
+    """The pair's mask with the offset removed, or None (with a warning) for an unreadable file.
+
+    Labels that are out of range, masks that are not class indices and image/mask size
+    mismatches are errors: they mean the annotation is wrong, and training on it would be too.
+    """
+    try:
+        with Image.open(pair.image) as image:
+            image_format, image_size = image.format, image.size
+    except (UnidentifiedImageError, OSError) as error:
+        _warn_skipped([pair.image], f"is not a readable image ({_reason(error)})")
+        return None
+    if image_format not in DECODABLE_FORMATS:
+        _warn_skipped([pair.image], f"is a {image_format} file; use JPEG, PNG, BMP or GIF")
+        return None
+    try:
+        with Image.open(pair.mask) as mask_file:
+            mode, mask_size = mask_file.mode, mask_file.size
+            if mode not in ("L", "P", "1"):
+                raise UserError(
+                    f"mask {pair.mask} is a {mode} image; masks must be 8-bit single-channel PNGs "
+                    "holding one class index per pixel"
+                )
+            mask = np.asarray(mask_file, dtype=np.int32)
+    except (UnidentifiedImageError, OSError) as error:
+        _warn_skipped([pair.mask], f"is not a readable mask ({_reason(error)})")
+        return None
+    if mask_size != image_size:
+        raise UserError(
+            f"mask {pair.mask} is {mask_size[0]}x{mask_size[1]} but image {pair.image} is "
+            f"{image_size[0]}x{image_size[1]}: a mask must have its image's size"
+        )
+    mask = mask - offset
+    low, high = int(mask.min()), int(mask.max())
+    if low < 0 or high >= num_classes:
+        bad = sorted(set(np.unique(mask + offset).tolist()) - set(range(offset, offset + num_classes)))
+        raise UserError(
+            f"mask {pair.mask} holds values {bad[:10]} outside the {num_classes} classes "
+            f"(values {offset}..{offset + num_classes - 1} expected with mask offset {offset}); "
+            "check the number of classes"
+        )
+    return mask.astype(np.uint8)
+
+
+def _reason(error: Exception) -> str:
+    return str(error).split(":")[0] if str(error) else type(error).__name__
+
+
+def _warn_skipped(paths: Sequence[Path], why: str) -> None:
+    for path in paths:
+        warnings.warn(f"skipping {path}: it {why}", DataWarning, stacklevel=3)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserError(f"{name} must be a positive whole number, got {value!r}")
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def synthetic_example(index: int, split: str, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """One deterministic example: (uint8 image (H, W, 3), uint8 mask (H, W)).
+
+    One to three filled ellipses or rotated rectangles in saturated colours over a grey
+    striped background; classes follow the Oxford-IIIT Pet trimap after `mask - 1`:
+    0 = shape, 1 = background, 2 = a ring along each shape's outline.
+    """
+    rng = np.random.default_rng([20261121, SPLITS.index(split), index])
+    scale = min(height, width)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    signed = np.full((height, width), np.inf, np.float32)  # ~distance to the nearest outline
+    for _ in range(rng.integers(1, 4)):
+        cy, cx = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
+        a, b = rng.uniform(0.12, 0.3, size=2) * scale
+        angle = rng.uniform(0, np.pi)
+        u = (x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)
+        v = -(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)
+        if rng.random() < 0.5:
+            d = (np.sqrt((u / a) ** 2 + (v / b) ** 2) - 1.0) * min(a, b)
+        else:
+            d = np.maximum(np.abs(u) - a, np.abs(v) - b)
+        signed = np.minimum(signed, d)
+    ring = max(1.0, 0.02 * scale)
+    mask = np.where(signed < -ring, 0, np.where(signed > ring, 1, 2)).astype(np.uint8)
+
+    freq, phase, tilt = rng.uniform(0.05, 0.25), rng.uniform(0, 2 * np.pi), rng.uniform(0, np.pi)
+    stripes = np.sin(freq * (x * np.cos(tilt) + y * np.sin(tilt)) + phase)
+    grey = rng.uniform(0.3, 0.7) + 0.15 * stripes
+    background = np.repeat(grey[..., None], 3, axis=2)
+    hue = rng.uniform(0, 1)
+    colour = 0.5 + 0.4 * np.cos(2 * np.pi * (hue + np.array([0.0, 1 / 3, 2 / 3])))
+    foreground = colour[None, None, :] * (0.85 + 0.15 * stripes[..., None])
+    image = np.where((signed < 0)[..., None], foreground, background)
+    image = image + rng.normal(0, 0.04, size=image.shape)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), mask
+
+
+def _synthetic_examples(split: str, image_size: int, limit: int | None) -> tf.data.Dataset:
+    count = SYNTHETIC_SIZES[split] if limit is None else min(limit, SYNTHETIC_SIZES[split])
+    examples = [synthetic_example(i, split, image_size, image_size) for i in range(count)]
+    images = np.stack([image for image, _ in examples])
+    masks = np.stack([mask for _, mask in examples])[..., None]
+    return tf.data.Dataset.from_tensor_slices((images, masks))
+
+
+def write_synthetic_folder(
+    root: str | os.PathLike, *, counts: dict[str, int] | None = None, height: int = 375, width: int = 500
+) -> Path:
+    """Writes the synthetic set as JPEG images and PNG masks in the train/ + test/ layout."""
+    root = Path(root)
+    for split, count in (counts or SYNTHETIC_SIZES).items():
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "masks").mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image, mask = synthetic_example(i, split, height, width)
+            Image.fromarray(image).save(root / split / "images" / f"{split}_{i:04d}.jpg", quality=90)
+            Image.fromarray(mask).save(root / split / "masks" / f"{split}_{i:04d}.png")
+    return root
+
+
+# --------------------------------------------------------------------------- batch stages
+
+
+def _with_random_flips(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
+    """Flips each example left-right with probability 1/2, image and mask alike.
+
+    The random stream is re-drawn on every pass over the data (so epochs differ) and is
+    reproducible when `seed` is given.
+    """
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+    def flip(batch, draw):
+        images, masks = batch
+        coin = tf.random.stateless_uniform([tf.shape(images)[0]], seed=tf.stack([draw, 0])) < 0.5
+        coin = coin[:, None, None, None]
+        return (
+            tf.where(coin, tf.reverse(images, axis=[2]), images),
+            tf.where(coin, tf.reverse(masks, axis=[2]), masks),
+        )
+
+    return tf.data.Dataset.zip(ds, draws).map(flip, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _normalize(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.cast(images, tf.float32) / 255.0, tf.cast(masks, tf.int32)

@@ -1,0 +1,27 @@
+"""The one user-facing error type, and the one place it becomes a message and an exit code.
+
+Library code (data.py, models/, training.py, predict.py) raises `UserError` for anything a
+user can fix: a bad option, a folder of the wrong layout, a file that cannot be read, a
+download that cannot happen here. Entry-point scripts wrap their `main` in `run_cli`, so a
+user sees one clear line on stderr and a non-zero exit status, never a Python traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a script's main, turning UserError into `error: ...` on stderr and its exit code."""
+    try:
+        return int(main(argv) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code

@@ -1,0 +1,87 @@
+"""A U-Net with a MobileNetV2 encoder (frozen by default) and a pix2pix decoder."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from errors import UserError
+from models.blocks import check_divisible, upsample
+
+SKIP_LAYERS = (
+    "block_1_expand_relu",  # 1/2
+    "block_3_expand_relu",  # 1/4
+    "block_6_expand_relu",  # 1/8
+    "block_13_expand_relu",  # 1/16
+    "block_16_project",  # 1/32
+)
+DECODER_FILTERS = (512, 256, 128, 64)
+ENCODER_NAME = "encoder"
+
+
+def build_mobilenet_unet(
+    input_shape: tuple[int, int, int] = (128, 128, 3),
+    num_classes: int = 3,
+    encoder_weights: str | os.PathLike | None = "imagenet",
+    trainable_encoder: bool = False,
+    *,
+    decoder_filters: Sequence[int] = DECODER_FILTERS,
+    name: str = "mobilenet_unet",
+) -> keras.Model:
+    """Takes images in [0, 1] and rescales them to the [-1, 1] MobileNetV2 was trained on.
+
+    `encoder_weights`: "imagenet" (downloaded once by Keras), None (random), or the path of
+    a local MobileNetV2 no-top weights file. The encoder is called in inference mode, so its
+    BatchNorm statistics stay put even when `trainable_encoder=True` fine-tunes it.
+    """
+    check_divisible(tuple(input_shape), 32, "the MobileNetV2 U-Net")
+    encoder = build_encoder(input_shape, encoder_weights)
+    encoder.trainable = trainable_encoder
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_mobilenet_range")(inputs)
+    *skips, x = encoder(x, training=False)
+    for i, (filters, skip) in enumerate(zip(decoder_filters, reversed(skips)), start=1):
+        x = upsample(filters, 3, name=f"up{i}")(x)
+        x = layers.Concatenate(name=f"up{i}_concat")([x, skip])
+    logits = layers.Conv2DTranspose(
+        num_classes, 3, strides=2, padding="same", dtype="float32", name="logits"
+    )(x)
+    return keras.Model(inputs, logits, name=name)
+
+
+def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.PathLike | None) -> keras.Model:
+    """MobileNetV2 without its top, returning the five skip activations (coarsest last)."""
+    weights = _resolve_weights(encoder_weights)
+    try:
+        base = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights=weights)
+    except Exception as error:  # Keras raises a bare Exception for a failed download
+        if weights == "imagenet":
+            raise UserError(
+                f"the ImageNet weights for the MobileNetV2 encoder could not be downloaded "
+                f"({str(error).splitlines()[0] if str(error) else type(error).__name__}). Train "
+                "without them (--encoder-weights none), or fetch that file on a machine with "
+                "access and give its path (--encoder-weights PATH)"
+            ) from None
+        raise UserError(f"cannot load encoder weights from {weights}: {error}") from None
+    outputs = [base.get_layer(layer).output for layer in SKIP_LAYERS]
+    return keras.Model(base.input, outputs, name=ENCODER_NAME)
+
+
+def _resolve_weights(encoder_weights: str | os.PathLike | None) -> str | None:
+    if encoder_weights is None or str(encoder_weights).lower() == "none":
+        return None
+    if str(encoder_weights) == "imagenet":
+        return "imagenet"
+    path = os.fspath(encoder_weights)
+    if not os.path.isfile(path):
+        raise UserError(f"encoder weights file {path} does not exist (use 'imagenet', 'none' or a file path)")
+    return path
+
+
+def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freezes or unfreezes the encoder; recompile the model afterwards for it to count."""
+    model.get_layer(ENCODER_NAME).trainable = trainable

@@ -1,0 +1,359 @@
+"""data.py: every source gives the same batches; bad input is named, never a mid-epoch crash."""
+
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import data
+from errors import UserError
+
+
+def first_batch(ds):
+    return [t.numpy() for t in next(iter(ds))]
+
+
+def write_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray) -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / "images" / f"{stem}.png")
+    Image.fromarray(mask).save(folder / "masks" / f"{stem}.png")
+
+
+def random_pair(rng, height=40, width=48, classes=3):
+    return (rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+            rng.integers(0, classes, (height, width), dtype=np.uint8))
+
+
+@pytest.fixture
+def own_flat(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        write_pair(tmp_path, f"photo_{i}", *random_pair(rng))
+    return tmp_path
+
+
+# ---------------------------------------------------------------- shapes and dtypes
+
+
+def check_batch(batch, batch_size, size, num_classes=3):
+    images, masks = batch[0], batch[1]
+    assert images.shape == (batch_size, size, size, 3) and images.dtype == np.float32
+    assert masks.shape == (batch_size, size, size, 1) and masks.dtype == np.int32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert set(np.unique(masks)) <= set(range(num_classes))
+
+
+def test_synthetic_batches_have_documented_shapes_and_dtypes():
+    ds = data.build_dataset("synthetic", "train", image_size=32, batch_size=4, limit=8)
+    batches = [[t.numpy() for t in b] for b in ds]
+    assert len(batches) == 2
+    for batch in batches:
+        check_batch(batch, 4, 32)
+    assert set(np.unique(np.concatenate([b[1] for b in batches]))) == {0, 1, 2}
+
+
+def test_synthetic_split_sizes_and_determinism():
+    assert data.SYNTHETIC_SIZES == {"train": 512, "test": 128}
+    a, _ = data.synthetic_example(3, "train", 48, 64)
+    b, mask = data.synthetic_example(3, "train", 48, 64)
+    c, _ = data.synthetic_example(3, "test", 48, 64)
+    assert a.shape == (48, 64, 3) and mask.shape == (48, 64)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    n = sum(int(b[0].shape[0]) for b in data.build_dataset("synthetic", "test", image_size=32, batch_size=64))
+    assert n == 128
+
+
+def test_oxford_archive_folder_reads_real_trimaps(oxford_sample):
+    ds = data.build_dataset(oxford_sample, "train", image_size=64, batch_size=6)
+    batches = [[t.numpy() for t in b] for b in ds]
+    assert sum(len(b[0]) for b in batches) == 18  # trainval.txt of the sample lists 18
+    check_batch(batches[0], 6, 64)
+    # trimaps 1, 2, 3 become 0, 1, 2 and nearest resizing invents no other value
+    assert set(np.unique(np.concatenate([b[1] for b in batches]))) == {0, 1, 2}
+    test_count = sum(int(b[0].shape[0]) for b in data.build_dataset(oxford_sample, "test", image_size=64))
+    assert test_count == 8
+
+
+def test_mask_resize_is_nearest_not_bilinear():
+    mask = np.zeros((4, 4, 1), np.uint8)
+    mask[:, 2:] = 2  # a sharp 0|2 edge: bilinear would put 1s between them
+    resized = data.resize_mask(mask, 7).numpy()
+    assert resized.shape == (7, 7, 1)
+    assert set(np.unique(resized)) == {0, 2}
+
+
+def test_own_split_folders(tmp_path):
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 5), ("test", 3)):
+        for i in range(count):
+            write_pair(tmp_path / split, f"{split}{i}", *random_pair(rng, classes=5))
+    ds = data.build_dataset(tmp_path, "test", image_size=32, batch_size=8, num_classes=5)
+    batch = first_batch(ds)
+    check_batch(batch, 3, 32, num_classes=5)
+
+
+def test_flat_folder_holds_out_a_deterministic_fraction(own_flat):
+    def stems(split):
+        return [p.image.stem for p in data._own_pairs(own_flat, split, 0.3)]
+
+    train, test = stems("train"), stems("test")
+    assert len(test) == 3 and len(train) == 7
+    assert not set(train) & set(test)
+    assert stems("test") == test
+    batch = first_batch(data.build_dataset(own_flat, "test", image_size=32, batch_size=8, holdout_fraction=0.3))
+    check_batch(batch, 3, 32)
+
+
+def test_mask_offset_and_num_classes_are_parameters(tmp_path):
+    rng = np.random.default_rng(2)
+    image, _ = random_pair(rng)
+    mask = np.full((40, 48), 5, np.uint8)
+    mask[:, 24:] = 6
+    for i in range(2):
+        write_pair(tmp_path, f"p{i}", image, mask)
+    ds = data.build_dataset(tmp_path, "train", image_size=32, batch_size=4, num_classes=2, mask_offset=5,
+                            holdout_fraction=0.5)
+    masks = first_batch(ds)[1]
+    assert set(np.unique(masks)) == {0, 1}
+
+
+# ---------------------------------------------------------------- TFDS
+
+
+def realistic_pets(builder, split, decoders=None, read_config=None, shuffle_files=False):
+    """Examples of the real dataset's form: one size for image and mask, trimap values 1..3."""
+    rng = np.random.default_rng(0)
+    examples = []
+    for height, width in ((50, 70), (64, 40), (33, 33)):
+        mask = np.full((height, width, 1), 2, np.uint8)
+        mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
+        mask[height // 4, width // 4: 3 * width // 4] = 3
+        examples.append({"image": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                         "segmentation_mask": mask})
+    return tf.data.Dataset.from_generator(
+        lambda: iter(examples),
+        output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
+                          "segmentation_mask": tf.TensorSpec((None, None, 1), tf.uint8)})
+
+
+def test_tfds_source_through_mock_data(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(data, "dataset_server_reachable", lambda timeout=10.0: True)
+    with tfds.testing.mock_data(as_dataset_fn=realistic_pets):
+        batch = first_batch(data.build_dataset("oxford_iiit_pet", "train", image_size=32, batch_size=3))
+    check_batch(batch, 3, 32)
+    assert set(np.unique(batch[1])) == {0, 1, 2}  # 1, 2, 3 became 0, 1, 2
+
+
+def test_tfds_without_network_says_how_to_train_offline(monkeypatch, tmp_path):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(data, "dataset_server_reachable", lambda timeout=10.0: False)
+    with tfds.testing.mock_data(as_dataset_fn=realistic_pets):
+        with pytest.raises(UserError, match=r"cannot download oxford_iiit_pet.*--data DIR"):
+            data.build_dataset("oxford_iiit_pet", "train", image_size=32)
+
+
+def test_tfds_download_failure_becomes_a_user_error(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def fail(self, *args, **kwargs):
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(data, "dataset_server_reachable", lambda timeout=10.0: True)
+    with tfds.testing.mock_data(as_dataset_fn=realistic_pets):
+        monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fail)
+        with pytest.raises(UserError, match=r"downloading oxford_iiit_pet failed \(connection reset\).*--data DIR"):
+            data.build_dataset("oxford_iiit_pet", "test", image_size=32)
+
+
+# ---------------------------------------------------------------- augmentation and weights
+
+
+def asymmetric_example():
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, :8, 0] = 255  # a red band on the left edge only
+    mask = np.ones((32, 32, 1), np.uint8)
+    mask[:, :8] = 0
+    return image, mask
+
+
+def test_flips_keep_image_and_mask_aligned_and_differ_between_epochs(monkeypatch):
+    image, mask = asymmetric_example()
+    images = np.repeat(image[None], 16, axis=0)
+    masks = np.repeat(mask[None], 16, axis=0)
+    monkeypatch.setattr(data, "_synthetic_examples",
+                        lambda split, size, limit: tf.data.Dataset.from_tensor_slices((images, masks)))
+    ds = data.build_dataset("synthetic", "train", image_size=32, batch_size=16, training=True, seed=7,
+                            class_weights=[3.0, 0.5, 1.0])
+    epochs = []
+    for _ in range(3):
+        x, y, w = first_batch(ds)
+        red = x[..., 0] > 0.5
+        np.testing.assert_array_equal(red, y[..., 0] == 0)  # pixel by pixel
+        np.testing.assert_array_equal(w[..., 0], np.where(y[..., 0] == 0, 3.0, 0.5))
+        flipped = red[:, 0, -1]  # the band moved to the right edge
+        assert np.all(flipped == ~red[:, 0, 0])
+        epochs.append(flipped)
+    assert 0 < sum(e.sum() for e in epochs) < 48  # some flipped, not all
+    assert any(not np.array_equal(epochs[0], e) for e in epochs[1:])  # new draws each epoch
+    again = data.build_dataset("synthetic", "train", image_size=32, batch_size=16, training=True, seed=7)
+    np.testing.assert_array_equal(first_batch(again)[0][:, 0, -1, 0] > 0.5, epochs[0])  # same seed, same flips
+
+
+def test_evaluation_batches_are_not_flipped():
+    ds = data.build_dataset("synthetic", "test", image_size=32, batch_size=4, limit=4)
+    expected = np.stack([data.synthetic_example(i, "test", 32, 32)[1] for i in range(4)])
+    np.testing.assert_array_equal(first_batch(ds)[1][..., 0], expected)
+
+
+def test_sample_weights_equal_class_weights_at_each_pixel():
+    images, masks, weights = first_batch(
+        data.build_dataset("synthetic", "train", image_size=32, batch_size=4, limit=4, class_weights="2,2,1"))
+    assert weights.shape == (4, 32, 32, 1) and weights.dtype == np.float32
+    np.testing.assert_array_equal(weights, np.array([2.0, 2.0, 1.0], np.float32)[masks])
+
+
+def test_balanced_weights_are_inverse_class_frequency():
+    masks = np.concatenate([m.numpy() for _, m in data.load_examples("synthetic", "train", image_size=32, limit=16)])
+    counts = np.bincount(masks.ravel(), minlength=3)
+    expected = counts.sum() / (3 * counts)
+    got = data.balanced_class_weights("synthetic", image_size=32, limit=16)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_keras_fit_accepts_the_sample_weight_map():
+    ds = data.build_dataset("synthetic", "train", image_size=32, batch_size=4, limit=8, class_weights=[1.0, 0.0, 0.0])
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    # weight 0 on classes 1 and 2: the loss is class 0's cross-entropy over all pixels
+    x, y, w = first_batch(ds)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)(y, model(x)).numpy()
+    assert model.evaluate(ds.take(1), verbose=0) == pytest.approx(float((ce * w[..., 0]).mean()), rel=1e-4)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unknown_source_and_layout(tmp_path):
+    with pytest.raises(UserError, match="neither 'oxford_iiit_pet', 'synthetic' nor an existing folder"):
+        data.build_dataset(tmp_path / "nowhere", "train")
+    (tmp_path / "pictures").mkdir()
+    with pytest.raises(UserError, match=f"{tmp_path} matches no known data layout"):
+        data.build_dataset(tmp_path, "train")
+
+
+def test_unknown_split_and_bad_class_weights(own_flat):
+    with pytest.raises(UserError, match="unknown split 'validation'"):
+        data.build_dataset(own_flat, "validation")
+    with pytest.raises(UserError, match="give 2 values for 3 classes"):
+        data.build_dataset(own_flat, "train", class_weights=[1.0, 2.0])
+    with pytest.raises(UserError, match="must be 'balanced' or numbers"):
+        data.build_dataset(own_flat, "train", class_weights="heavy")
+
+
+def test_image_without_mask_and_mask_without_image_are_skipped_by_name(own_flat):
+    rng = np.random.default_rng(3)
+    image, mask = random_pair(rng)
+    Image.fromarray(image).save(own_flat / "images" / "lonely.png")
+    Image.fromarray(mask).save(own_flat / "masks" / "orphan.png")
+    with pytest.warns(data.DataWarning) as caught:
+        pairs = data._match_by_stem(own_flat / "images", own_flat / "masks")
+    messages = [str(w.message) for w in caught]
+    assert any("lonely.png: it has no mask" in m for m in messages)
+    assert any("orphan.png: it has no image" in m for m in messages)
+    assert len(pairs) == 10
+
+
+def test_mask_values_outside_the_classes_are_refused(own_flat):
+    image, mask = random_pair(np.random.default_rng(4))
+    mask[0, 0] = 7
+    write_pair(own_flat, "photo_3", image, mask)  # replaces a pair with a bad label
+    with pytest.raises(UserError, match=r"mask .*photo_3.png holds values \[7\] outside the 3 classes"):
+        data.build_dataset(own_flat, "train", holdout_fraction=0.5)
+        data.build_dataset(own_flat, "test", holdout_fraction=0.5)
+
+
+def test_image_and_mask_of_different_sizes_are_refused(tmp_path):
+    rng = np.random.default_rng(5)
+    image, _ = random_pair(rng, 40, 48)
+    _, mask = random_pair(rng, 30, 48)
+    write_pair(tmp_path / "train", "a", image, mask)
+    with pytest.raises(UserError, match=r"mask .*a.png is 48x30 but image .*a.png is 48x40"):
+        data.build_dataset(tmp_path, "train")
+
+
+def test_colour_masks_are_refused(tmp_path):
+    image, _ = random_pair(np.random.default_rng(6))
+    write_pair(tmp_path / "train", "a", image, np.zeros((40, 48, 3), np.uint8))
+    with pytest.raises(UserError, match="is a RGB image; masks must be 8-bit single-channel"):
+        data.build_dataset(tmp_path, "train")
+
+
+def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
+    rng = np.random.default_rng(7)
+    write_pair(tmp_path / "train", "good", *random_pair(rng))
+    _, mask = random_pair(rng)
+    Image.fromarray(mask).save(tmp_path / "train" / "masks" / "text.png")
+    (tmp_path / "train" / "images" / "text.jpg").write_text("not an image")
+    Image.fromarray(mask).save(tmp_path / "train" / "masks" / "empty.png")
+    (tmp_path / "train" / "images" / "empty.jpg").write_bytes(b"")
+    with pytest.warns(data.DataWarning) as caught:
+        ds = data.build_dataset(tmp_path, "train", image_size=32, batch_size=8)
+    assert {Path(str(w.message).split(":")[0].removeprefix("skipping ")).name for w in caught} == {"text.jpg", "empty.jpg"}
+    assert first_batch(ds)[0].shape == (1, 32, 32, 3)
+
+
+def test_truncated_image_is_dropped_not_a_crash_mid_epoch(tmp_path):
+    rng = np.random.default_rng(8)
+    for stem in ("a", "b"):
+        write_pair(tmp_path / "train", stem, *random_pair(rng))
+    image, mask = random_pair(rng)
+    Image.fromarray(image).save(tmp_path / "train" / "images" / "cut.jpg", quality=95)
+    Image.fromarray(mask).save(tmp_path / "train" / "masks" / "cut.png")
+    path = tmp_path / "train" / "images" / "cut.jpg"
+    path.write_bytes(path.read_bytes()[:-600])  # the header survives, the end of the data does not
+    ds = data.build_dataset(tmp_path, "train", image_size=32, batch_size=8)
+    assert first_batch(ds)[0].shape[0] == 2
+
+
+def test_empty_split_is_an_error(tmp_path):
+    (tmp_path / "train" / "images").mkdir(parents=True)
+    (tmp_path / "train" / "masks").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"train \(train split\) holds no usable image and mask pairs|holds no usable"):
+        data.build_dataset(tmp_path, "train")
+    with pytest.raises(UserError, match="needs images/ and masks/ sub-folders for the test split"):
+        data.build_dataset(tmp_path, "test")
+
+
+def test_oxford_folder_without_split_list(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations" / "trimaps").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"trainval.txt is missing"):
+        data.build_dataset(tmp_path, "train")
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(UserError, match="image_size must be a positive whole number"):
+        data.build_dataset("synthetic", "train", image_size=0)
+    with pytest.raises(UserError, match="batch_size must be a positive whole number"):
+        data.build_dataset("synthetic", "train", batch_size=-1)
+
+
+def test_write_synthetic_folder_round_trips_through_the_loader(tmp_path):
+    data.write_synthetic_folder(tmp_path, counts={"train": 3, "test": 2}, height=60, width=80)
+    assert Image.open(tmp_path / "train" / "images" / "train_0000.jpg").size == (80, 60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", data.DataWarning)
+        batch = first_batch(data.build_dataset(tmp_path, "train", image_size=32, batch_size=3))
+    check_batch(batch, 3, 32)

@@ -1,0 +1,53 @@
+"""Train the U-Net with a frozen ImageNet MobileNetV2 encoder and a pix2pix decoder.
+
+With no options this is the TensorFlow segmentation tutorial's setting: Oxford-IIIT Pet
+through TensorFlow Datasets, 128x128, batch 64, 20 epochs, validated on the test split.
+Example: python train_mobilenet_unet.py --fine-tune-epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
+
+import training  # noqa: E402
+from errors import run_cli  # noqa: E402
+from models import build_mobilenet_unet
+from models.mobilenet_unet import set_encoder_trainable
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = training.base_parser("train_mobilenet_unet", __doc__)
+    add = parser.add_argument
+    add("--encoder-weights", default="imagenet",
+        help="'imagenet' (downloaded once by Keras), 'none' (random start), or the path of a local "
+        "MobileNetV2 no-top weights file (.h5) for machines without internet")
+    add("--fine-tune-epochs", type=int, default=0,
+        help="after the frozen-encoder epochs, unfreeze the encoder (its BatchNorm stays in inference "
+        "mode) and train this many more epochs")
+    add("--fine-tune-learning-rate", type=float, default=1e-5, help="learning rate of the fine-tuning epochs")
+    return parser
+
+
+def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):
+    return build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights)
+
+
+def unfreeze_encoder(model) -> None:
+    set_encoder_trainable(model, True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = training.parse_args(build_parser(), argv)
+    phases = [training.Phase(args.epochs, args.learning_rate)]
+    if args.fine_tune_epochs > 0:
+        phases.append(training.Phase(args.epochs + args.fine_tune_epochs, args.fine_tune_learning_rate, unfreeze_encoder))
+    return training.train(args, build_model, phases)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
