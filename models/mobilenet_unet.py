@@ -34,23 +34,25 @@ def build_mobilenet_unet(
     """Takes images in [0, 1] and rescales them to the [-1, 1] MobileNetV2 was trained on.
 
     `encoder_weights`: "imagenet" (downloaded once by Keras), None (random), or the path of
-    a local MobileNetV2 no-top weights file. The encoder is called in inference mode, so its
-    BatchNorm statistics stay put even when `trainable_encoder=True` fine-tunes it.
+    a local MobileNetV2 no-top weights file. `trainable_encoder=True` fine-tunes the encoder
+    with its BatchNorm layers kept frozen, in inference mode: a small fine-tuning batch would
+    otherwise overwrite the ImageNet statistics.
     """
     check_divisible(tuple(input_shape), 32, "the MobileNetV2 U-Net")
     encoder = build_encoder(input_shape, encoder_weights)
-    encoder.trainable = trainable_encoder
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_mobilenet_range")(inputs)
-    *skips, x = encoder(x, training=False)
+    *skips, x = encoder(x)
     for i, (filters, skip) in enumerate(zip(decoder_filters, reversed(skips)), start=1):
         x = upsample(filters, 3, name=f"up{i}")(x)
         x = layers.Concatenate(name=f"up{i}_concat")([x, skip])
     logits = layers.Conv2DTranspose(
         num_classes, 3, strides=2, padding="same", dtype="float32", name="logits"
     )(x)
-    return keras.Model(inputs, logits, name=name)
+    model = keras.Model(inputs, logits, name=name)
+    set_encoder_trainable(model, trainable_encoder)
+    return model
 
 
 def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.PathLike | None) -> keras.Model:
@@ -83,5 +85,13 @@ def _resolve_weights(encoder_weights: str | os.PathLike | None) -> str | None:
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freezes or unfreezes the encoder; recompile the model afterwards for it to count."""
-    model.get_layer(ENCODER_NAME).trainable = trainable
+    """Freezes or unfreezes the encoder, its BatchNorm always frozen; recompile afterwards.
+
+    A frozen BatchNormalization layer runs in inference mode in Keras 3, whatever the
+    `training` flag of the call, and that setting is saved with the model.
+    """
+    encoder = model.get_layer(ENCODER_NAME)
+    encoder.trainable = trainable
+    for layer in encoder.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False

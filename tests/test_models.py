@@ -1,0 +1,158 @@
+"""models/: shapes, parameter counts, freezing, saving; encoder weights none throughout."""
+
+import keras
+import numpy as np
+import pytest
+
+from models import build_mobilenet_unet, build_unet, upsample
+from models.mobilenet_unet import set_encoder_trainable
+
+
+def trainable_count(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+# ---------------------------------------------------------------- U-Net
+
+
+def test_unet_parameter_count_at_128():
+    assert build_unet((128, 128, 3), 3).count_params() == 15_383_923
+
+
+@pytest.mark.parametrize("shape", [(128, 128, 3), (256, 256, 3), (64, 192, 3)])
+def test_unet_output_is_logits_of_the_input_size(shape):
+    model = build_unet(shape, 5, filters=(4, 4, 8, 8, 8, 8))
+    for batch in (1, 4):
+        out = model.predict(np.random.rand(batch, *shape).astype("float32"), verbose=0)
+        assert out.shape == (batch, shape[0], shape[1], 5) and out.dtype == np.float32
+        assert not np.allclose(out.sum(-1), 1.0)  # logits, not probabilities
+
+
+@pytest.mark.parametrize("shape", [(100, 128, 3), (128, 96, 3), (32, 32, 3)])
+def test_unet_refuses_sizes_not_divisible_by_64(shape):
+    with pytest.raises(ValueError, match="multiple of 64"):
+        build_unet(shape)
+
+
+def test_unet_levels_follow_the_filters():
+    model = build_unet((32, 32, 3), 2, filters=(8, 16), bottleneck_filters=24)
+    assert [model.get_layer(f"enc{i}_conv").filters for i in (1, 2)] == [8, 16]
+    assert model.get_layer("bottleneck_conv").filters == 24
+    assert model.output_shape == (None, 32, 32, 2)
+
+
+# ---------------------------------------------------------------- MobileNetV2 U-Net
+
+
+def test_mobilenet_unet_parameter_counts_at_128():
+    model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None)
+    assert model.count_params() == 6_504_227
+    assert trainable_count(model) == 4_660_323
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (96, 160, 3), (128, 128, 3)])
+def test_mobilenet_unet_output_shapes(shape):
+    model = build_mobilenet_unet(shape, 4, encoder_weights=None)
+    for batch in (1, 4):
+        assert model.predict(np.zeros((batch, *shape), "float32"), verbose=0).shape == (batch, shape[0], shape[1], 4)
+
+
+@pytest.mark.parametrize("shape", [(100, 128, 3), (128, 48, 3), (128, 128, 1)])
+def test_mobilenet_unet_refuses_bad_shapes(shape):
+    with pytest.raises(ValueError, match="multiple of 32|RGB input"):
+        build_mobilenet_unet(shape, encoder_weights=None)
+
+
+def test_mobilenet_unet_rescales_to_minus_one_one_inside_the_model():
+    model = build_mobilenet_unet((64, 64, 3), encoder_weights=None)
+    rescale = model.get_layer("to_mobilenet_range")
+    np.testing.assert_allclose(rescale(np.array([[0.0, 0.5, 1.0]])).numpy(), [[-1.0, 0.0, 1.0]])
+    assert model.get_layer("encoder").input is not model.input
+
+
+def test_missing_local_weights_file_is_a_user_error(tmp_path):
+    from errors import UserError
+
+    with pytest.raises(UserError, match="encoder weights file .*nothing.h5 does not exist"):
+        build_mobilenet_unet((64, 64, 3), encoder_weights=tmp_path / "nothing.h5")
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None)
+    path = tmp_path / "mobilenet_no_top.weights.h5"
+    source.save_weights(path)
+    model = build_mobilenet_unet((64, 64, 3), encoder_weights=path)
+    np.testing.assert_array_equal(model.get_layer("encoder").get_layer("Conv1").kernel.numpy(),
+                                  source.get_layer("Conv1").kernel.numpy())
+
+
+def snapshot(layer):
+    return [w.numpy().copy() for w in layer.weights]
+
+
+def one_step(model):
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 64, 64, 3)).astype("float32")
+    y = rng.integers(0, 3, (4, 64, 64, 1))
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+
+
+def test_frozen_encoder_does_not_change_in_training_but_decoder_does():
+    model = build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None)
+    encoder, decoder = model.get_layer("encoder"), model.get_layer("up1")
+    before_encoder, before_decoder = snapshot(encoder), snapshot(decoder)
+    one_step(model)
+    for a, b in zip(before_encoder, snapshot(encoder)):  # BatchNorm statistics included
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(before_decoder, snapshot(decoder)))
+
+
+def test_fine_tuning_trains_the_encoder_with_batchnorm_in_inference_mode():
+    assert trainable_count(build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None, trainable_encoder=True)) == 6_471_395
+    model = build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None)
+    set_encoder_trainable(model, True)
+    encoder = model.get_layer("encoder")
+    bn = encoder.get_layer("bn_Conv1")
+    kernel, moving_mean = encoder.get_layer("Conv1").kernel.numpy().copy(), bn.moving_mean.numpy().copy()
+    one_step(model)
+    assert not np.array_equal(kernel, encoder.get_layer("Conv1").kernel.numpy())
+    np.testing.assert_array_equal(moving_mean, bn.moving_mean.numpy())
+
+
+@pytest.mark.parametrize("builder", ["unet", "mobilenet"])
+def test_models_save_and_load_in_safe_mode_with_the_same_predictions(builder, tmp_path):
+    if builder == "unet":
+        model = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))
+    else:
+        model = build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    x = np.random.default_rng(1).random((2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_logits_stay_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for model in (build_unet((64, 64, 3), 3, filters=(4,) * 6), build_mobilenet_unet((64, 64, 3), encoder_weights=None)):
+            assert model.get_layer("logits").compute_dtype == "float32"
+            assert model.layers[2].compute_dtype == "float16"
+            assert model(np.zeros((1, 64, 64, 3), "float32")).dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+# ---------------------------------------------------------------- upsample block
+
+
+def test_upsample_block_doubles_size_without_bias():
+    block = upsample(8, 3)
+    out = block(np.zeros((2, 5, 7, 4), "float32"))
+    assert out.shape == (2, 10, 14, 8)
+    conv = block.layers[0]
+    assert isinstance(conv, keras.layers.Conv2DTranspose) and conv.bias is None
+    assert [type(layer).__name__ for layer in block.layers] == ["Conv2DTranspose", "BatchNormalization", "ReLU"]
+    assert [type(layer).__name__ for layer in upsample(8, 3, apply_dropout=True).layers][2] == "Dropout"
+    assert np.std(conv.kernel.numpy()) == pytest.approx(0.02, rel=0.1)
