@@ -196,6 +196,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         keras.utils.set_random_seed(args.seed)
     configure_precision(args.mixed_precision)
     strategy = make_strategy(args.strategy)
+    print(f"training on {strategy.num_replicas_in_sync} replica(s) with {type(strategy).__name__}")
     run = RunDir.resume(args.output) if args.resume else RunDir.create(args.output, args.script)
     if not args.resume:
         write_json(run.path / "config.json", vars(args))
