@@ -1,0 +1,174 @@
+"""predict.py: every valid image gets a mask of its own size; bad files are named and skipped."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+import predict
+from errors import run_cli
+from models import build_unet
+from visualize import overlay
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "unet.keras"
+    build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8)).save(path)
+    return path
+
+
+def noise(height, width, channels=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+def seen_sizes(folder: Path) -> dict[str, tuple[int, int]]:
+    """Valid images of mixed formats; value: (height, width) as a person sees them."""
+    Image.fromarray(noise(50, 70)).save(folder / "rgb.jpg")
+    Image.fromarray(noise(40, 30, 1)[..., 0]).save(folder / "grey.png")
+    Image.fromarray(noise(33, 45, 4), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(noise(20, 28)).convert("P").save(folder / "palette.gif")
+    Image.fromarray(noise(48, 64)).convert("CMYK").save(folder / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated a quarter turn
+    Image.fromarray(noise(40, 60)).save(folder / "rotated.jpg", exif=exif)
+    Image.fromarray(noise(31, 29)).save(folder / "UPPER.JPG")
+    Image.fromarray((np.arange(24 * 36).reshape(24, 36) * 70).astype(np.uint16)).save(folder / "sixteen.png")
+    Image.fromarray(noise(25, 26)).save(folder / "bitmap.bmp")
+    return {"rgb": (50, 70), "grey": (40, 30), "rgba": (33, 45), "palette": (20, 28), "cmyk": (48, 64),
+            "rotated": (60, 40), "UPPER": (31, 29), "sixteen": (24, 36), "bitmap": (25, 26)}
+
+
+def bad_files(folder: Path) -> set[str]:
+    Image.fromarray(noise(80, 80, seed=1)).save(folder / "corrupt.jpg", quality=95)
+    path = folder / "corrupt.jpg"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    (folder / "text.jpg").write_text("this is not a picture")
+    (folder / "empty.png").write_bytes(b"")
+    return {"corrupt.jpg", "text.jpg", "empty.png"}
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*")}
+
+
+def run(argv, capsys):
+    status = run_cli(predict.main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_mixed_folder_masks_have_each_images_size_and_bad_files_are_skipped(model_path, tmp_path, capsys):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    sizes = seen_sizes(photos)
+    bad = bad_files(photos)
+    (photos / "notes.txt").write_text("ignored: not an image extension")
+    before = fingerprint(photos)
+
+    status, stdout, stderr = run(["--model", model_path, "--input", photos, "--output", out, "--batch-size", "4"], capsys)
+
+    assert status == 1
+    assert fingerprint(photos) == before
+    assert f"wrote {len(sizes)} image(s)" in stdout and f"skipped {len(bad)}" in stdout
+    for name in bad:
+        assert f"skipped {photos / name}:" in stderr
+    assert "the file is empty" in stderr and "not an image file" in stderr
+    for stem, (height, width) in sizes.items():
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == (height, width) and mask.dtype == np.uint8
+        assert mask.max() < 3
+        picture = Image.open(out / f"{stem}_overlay.png")
+        assert picture.mode == "RGB" and picture.size == (width, height)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}_{k}.png" for s in sizes for k in ("mask", "overlay"))
+    # the overlay is drawn on the upright photo
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(photos / "rotated.jpg")).convert("RGB"))
+    mask = np.asarray(Image.open(out / "rotated_mask.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "rotated_overlay.png")), overlay(upright, mask))
+
+
+def test_outputs_are_not_overwritten_unless_asked(model_path, tmp_path, capsys):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    Image.fromarray(noise(30, 40)).save(photos / "a.png")
+    assert run(["--model", model_path, "--input", photos, "--output", out, "--no-overlay"], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.png"]
+    (out / "a_mask.png").write_bytes(b"mine")
+    status, _, stderr = run(["--model", model_path, "--input", photos, "--output", out, "--no-overlay"], capsys)
+    assert status == 2 and "a_mask.png already exist; pass --overwrite" in stderr
+    assert (out / "a_mask.png").read_bytes() == b"mine"
+    status, _, _ = run(["--model", model_path, "--input", photos, "--output", out, "--no-overlay", "--overwrite"], capsys)
+    assert status == 0 and np.asarray(Image.open(out / "a_mask.png")).shape == (30, 40)
+
+
+def test_recursive_mirrors_sub_folders(model_path, tmp_path, capsys):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    (photos / "cats" / "small").mkdir(parents=True)
+    Image.fromarray(noise(30, 40)).save(photos / "top.png")
+    Image.fromarray(noise(20, 22)).save(photos / "cats" / "small" / "kit.jpeg")
+    status, _, _ = run(["--model", model_path, "--input", photos, "--output", out, "--recursive"], capsys)
+    assert status == 0
+    assert np.asarray(Image.open(out / "cats" / "small" / "kit_mask.png")).shape == (20, 22)
+    assert (out / "top_overlay.png").exists()
+    status, _, _ = run(["--model", model_path, "--input", photos / "cats", "--output", tmp_path / "o2"], capsys)
+    assert status == 2  # without --recursive that folder holds no image itself
+
+
+@pytest.mark.parametrize("case", ["missing model", "broken model", "missing input", "empty input", "output in input"])
+def test_errors_that_stop_the_run(case, model_path, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(noise(30, 40)).save(photos / "a.png")
+    model, source, out = model_path, photos, tmp_path / "out"
+    expected = {
+        "missing model": "no such file",
+        "broken model": "cannot be loaded as a Keras model",
+        "missing input": "no such folder",
+        "empty input": "holds no images",
+        "output in input": "is inside the input folder",
+    }[case]
+    if case == "missing model":
+        model = tmp_path / "nothing.keras"
+    elif case == "broken model":
+        model = tmp_path / "broken.keras"
+        model.write_bytes(b"not a zip archive")
+    elif case == "missing input":
+        source = tmp_path / "nowhere"
+    elif case == "empty input":
+        source = tmp_path / "empty"
+        source.mkdir()
+    else:
+        out = photos / "masks"
+    before = fingerprint(photos)
+    status, _, stderr = run(["--model", model, "--input", source, "--output", out], capsys)
+    assert status == 2 and expected in stderr and "Traceback" not in stderr
+    assert fingerprint(photos) == before
+
+
+def test_upsampled_argmax_matches_tf_bilinear_resize():
+    logits = np.random.default_rng(0).normal(size=(8, 8, 3)).astype(np.float32)
+    for height, width in ((37, 53), (8, 8), (5, 300)):
+        expected = tf.argmax(tf.image.resize(logits, (height, width), method="bilinear"), axis=-1).numpy()
+        np.testing.assert_array_equal(predict.upsampled_argmax(logits, height, width), expected)
+
+
+def test_huge_photo_is_segmented_in_bands(model_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(predict, "BAND_ROWS", 7)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(noise(1000, 1500)).save(photos / "big.jpg")
+    status, _, _ = run(["--model", model_path, "--input", photos, "--output", tmp_path / "out"], capsys)
+    assert status == 0
+    assert np.asarray(Image.open(tmp_path / "out" / "big_mask.png")).shape == (1000, 1500)
+
+
+def test_real_oxford_photos(oxford_sample, model_path, tmp_path, capsys):
+    photos = oxford_sample / "images"
+    status, stdout, _ = run(["--model", model_path, "--input", photos, "--output", tmp_path, "--no-overlay"], capsys)
+    assert status == 0 and "wrote 26 image(s)" in stdout
+    for path in photos.glob("*.jpg"):
+        width, height = Image.open(path).size
+        assert np.asarray(Image.open(tmp_path / f"{path.stem}_mask.png")).shape == (height, width)
