@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import os
 import sys
 import time
@@ -34,7 +35,8 @@ from visualize import overlay  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 Image.MAX_IMAGE_PIXELS = 400_000_000  # large camera and scanner images are legitimate input
-BAND_ROWS = 256  # rows of full-resolution logits held at once: bounds memory for huge photos
+WHOLE_IMAGE_PIXELS = 4_000_000  # up to this size, logits are resized in one TensorFlow op
+BAND_ROWS = 256  # beyond it, rows of full-resolution logits held at once: bounds memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for the masks and overlays (created if needed)")
     parser.add_argument("--recursive", action="store_true",
                         help="also segment images in sub-folders, mirroring them under --output (default: off)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images predicted together (default: 16)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images predicted together (default: 32)")
     parser.add_argument("--no-overlay", action="store_true", help="write only the masks, no overlays (default: off)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse to run)")
@@ -135,7 +137,8 @@ def segment(model: keras.Model, jobs: list[Job], *, batch_size: int) -> Summary:
         raise UserError(f"the model takes input of shape {model.input_shape[1:]}: a square size is needed")
     summary = Summary(skipped=[])
     loaded: dict[int, tuple[int, int]] = {}  # job index -> original (height, width)
-    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    predict = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
 
     def decoded() -> Iterator[tuple[int, np.ndarray]]:
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -239,7 +242,7 @@ def write_outputs(job: Job, logits: np.ndarray, original_size: tuple[int, int]) 
         mask = upsampled_argmax(logits, *original_size)
         job.mask_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(job.mask_path) as temporary:
-            Image.fromarray(mask).save(temporary, format="PNG")
+            Image.fromarray(mask).save(temporary, format="PNG", compress_level=1)
         if job.overlay_path is not None:
             photo = read_full_image(job.source)
             with atomic_path(job.overlay_path) as temporary:
@@ -254,31 +257,41 @@ def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     """argmax of the logits resized bilinearly to (height, width), as uint8 class indices.
 
     Interpolating the logits, rather than enlarging a label map, gives smooth class borders.
-    Resizing is separable (one small matrix per axis, half-pixel centres as in
-    tf.image.resize); it works through BAND_ROWS output rows at a time, so a 50-megapixel
-    photo needs a few megabytes, not the gigabytes of a full-size float map.
+    The interpolation is tf.image.resize's (half-pixel centres). Photos above
+    WHOLE_IMAGE_PIXELS are done separably with two taps per axis, BAND_ROWS output rows at a
+    time: a 50-megapixel photo then needs a few megabytes, not gigabytes of float logits.
     """
-    rows = interpolation_matrix(height, logits.shape[0])
-    cols = interpolation_matrix(width, logits.shape[1])
-    flat = logits.reshape(logits.shape[0], -1)
+    if height * width <= WHOLE_IMAGE_PIXELS:
+        return _resize_argmax(logits, tf.constant([height, width])).numpy()
+    channels = np.moveaxis(np.asarray(logits, np.float32), -1, 0)  # (C, h, w): each class contiguous
+    row_low, row_high, row_frac = linear_taps(height, channels.shape[1])
+    col_low, col_high, col_frac = linear_taps(width, channels.shape[2])
     mask = np.empty((height, width), np.uint8)
     for start in range(0, height, BAND_ROWS):
-        band = (rows[start:start + BAND_ROWS] @ flat).reshape(-1, logits.shape[1], logits.shape[2])
-        mask[start:start + BAND_ROWS] = np.einsum("bsc,ws->bwc", band, cols).argmax(axis=-1)
+        rows = slice(start, start + BAND_ROWS)
+        frac = row_frac[rows][None, :, None]
+        band = channels[:, row_low[rows]] * (1 - frac) + channels[:, row_high[rows]] * frac
+        full = band[:, :, col_low] * (1 - col_frac) + band[:, :, col_high] * col_frac  # (C, b, width)
+        best, winner = full[0], np.zeros(full.shape[1:], np.uint8)
+        for index in range(1, len(full)):  # first maximum wins, as np.argmax
+            better = full[index] > best
+            winner[better] = index
+            best = np.maximum(best, full[index])
+        mask[rows] = winner
     return mask
 
 
-def interpolation_matrix(out_size: int, in_size: int) -> np.ndarray:
-    """(out_size, in_size) weights of linear interpolation with half-pixel centres."""
-    position = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-    position = np.clip(position, 0, in_size - 1)
+@tf.function(reduce_retracing=True)
+def _resize_argmax(logits: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.argmax(tf.image.resize(logits, size, method="bilinear"), axis=-1), tf.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position: the two source indices and the weight of the second."""
+    position = np.clip((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0, in_size - 1)
     low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, in_size - 1)
-    fraction = (position - low).astype(np.float32)
-    matrix = np.zeros((out_size, in_size), np.float32)
-    np.add.at(matrix, (np.arange(out_size), low), 1.0 - fraction)
-    np.add.at(matrix, (np.arange(out_size), high), fraction)
-    return matrix
+    return low, np.minimum(low + 1, in_size - 1), (position - low).astype(np.float32)
 
 
 if __name__ == "__main__":

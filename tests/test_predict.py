@@ -148,7 +148,11 @@ def test_errors_that_stop_the_run(case, model_path, tmp_path, capsys):
     assert fingerprint(photos) == before
 
 
-def test_upsampled_argmax_matches_tf_bilinear_resize():
+@pytest.mark.parametrize("banded", [False, True])
+def test_upsampled_argmax_matches_tf_bilinear_resize(banded, monkeypatch):
+    if banded:  # the path of photos over WHOLE_IMAGE_PIXELS
+        monkeypatch.setattr(predict, "WHOLE_IMAGE_PIXELS", 0)
+        monkeypatch.setattr(predict, "BAND_ROWS", 4)
     logits = np.random.default_rng(0).normal(size=(8, 8, 3)).astype(np.float32)
     for height, width in ((37, 53), (8, 8), (5, 300)):
         expected = tf.argmax(tf.image.resize(logits, (height, width), method="bilinear"), axis=-1).numpy()
@@ -156,6 +160,7 @@ def test_upsampled_argmax_matches_tf_bilinear_resize():
 
 
 def test_huge_photo_is_segmented_in_bands(model_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(predict, "WHOLE_IMAGE_PIXELS", 1_000_000)
     monkeypatch.setattr(predict, "BAND_ROWS", 7)
     photos = tmp_path / "photos"
     photos.mkdir()
