@@ -346,10 +346,10 @@ def _file_examples(
     """Checks every pair before training starts, then decodes images lazily in parallel."""
     paths, masks = [], []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        for pair, mask in zip(pairs, pool.map(lambda p: _read_pair(p, num_classes, offset), pairs)):
+        for pair, mask in zip(pairs, pool.map(lambda p: _read_pair(p, num_classes, offset, image_size), pairs)):
             if mask is not None:
                 paths.append(str(pair.image))
-                masks.append(resize_mask(mask[..., None], image_size).numpy())
+                masks.append(mask)
     if not paths:
         raise UserError(f"{where} holds no usable image and mask pairs")
     ds = tf.data.Dataset.from_tensor_slices((paths, np.stack(masks)))
@@ -363,15 +363,15 @@ def _file_examples(
     return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
 
 
-def _read_pair(pair: Pair, num_classes: int, offset: int) -> np.ndarray | None:
-    """The pair's mask with the offset removed, or None (with a warning) for an unreadable file.
+def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np.ndarray | None:
+    """The pair's resized mask, offset removed, or None (with a warning) for an unreadable file.
 
     Labels that are out of range, masks that are not class indices and image/mask size
     mismatches are errors: they mean the annotation is wrong, and training on it would be too.
     """
     try:
         with Image.open(pair.image) as image:
-            image_format, image_size = image.format, image.size
+            image_format, photo_size = image.format, image.size
     except (UnidentifiedImageError, OSError) as error:
         _warn_skipped([pair.image], f"is not a readable image ({_reason(error)})")
         return None
@@ -390,10 +390,10 @@ def _read_pair(pair: Pair, num_classes: int, offset: int) -> np.ndarray | None:
     except (UnidentifiedImageError, OSError) as error:
         _warn_skipped([pair.mask], f"is not a readable mask ({_reason(error)})")
         return None
-    if mask_size != image_size:
+    if mask_size != photo_size:
         raise UserError(
             f"mask {pair.mask} is {mask_size[0]}x{mask_size[1]} but image {pair.image} is "
-            f"{image_size[0]}x{image_size[1]}: a mask must have its image's size"
+            f"{photo_size[0]}x{photo_size[1]}: a mask must have its image's size"
         )
     mask = mask - offset
     low, high = int(mask.min()), int(mask.max())
@@ -404,7 +404,7 @@ def _read_pair(pair: Pair, num_classes: int, offset: int) -> np.ndarray | None:
             f"(values {offset}..{offset + num_classes - 1} expected with mask offset {offset}); "
             "check the number of classes"
         )
-    return mask.astype(np.uint8)
+    return resize_mask(mask.astype(np.uint8)[..., None], image_size).numpy()
 
 
 def _reason(error: Exception) -> str:
