@@ -15,11 +15,12 @@ import argparse
 import concurrent.futures
 import functools
 import os
+import warnings
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, help="a trained model (.keras), e.g. RUN_DIR/best.keras")
+    parser.add_argument("--model", required=True,
+                        help="a trained model: .keras (e.g. RUN_DIR/best.keras) or a .tflite made by export.py")
     parser.add_argument("--input", required=True, help="folder of images (JPEG, PNG, BMP, GIF; any letter case)")
     parser.add_argument("--output", required=True, help="folder for the masks and overlays (created if needed)")
     parser.add_argument("--recursive", action="store_true",
@@ -78,12 +80,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    model = load_model(args.model)
+    size, predict_logits = load_predictor(args.model)
     jobs = plan_jobs(Path(args.input), Path(args.output), recursive=args.recursive,
                      overlay=not args.no_overlay, overwrite=args.overwrite, into_input=args.write_into_input)
-    summary = segment(model, jobs, batch_size=args.batch_size)
+    summary = segment(size, predict_logits, jobs, batch_size=args.batch_size)
     print_summary(summary)
     return 1 if summary.skipped else 0
+
+
+def load_predictor(path: str | os.PathLike) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+    """(the model's square input size, a function from a uint8 image batch to logits).
+
+    Takes a Keras model (.keras) or a TFLite model made by export.py (.tflite).
+    """
+    if Path(path).suffix.lower() == ".tflite":
+        return _tflite_predictor(path)
+    model = load_model(path)
+    size = model.input_shape[1]
+    if size is None or model.input_shape[2] != size:
+        raise UserError(f"--model {path} takes input of shape {model.input_shape[1:]}: a square size is needed")
+    predict = tf.function(lambda x: model(tf.cast(x, tf.float32) / 255.0, training=False),
+                          input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
+    return size, lambda images: predict(images).numpy()
+
+
+def _tflite_predictor(path: str | os.PathLike) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+    if not Path(path).is_file():
+        raise UserError(f"--model {path}: no such file")
+    try:
+        size, run = tflite_runner(path)
+    except (ValueError, RuntimeError, KeyError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"--model {path}: not a TFLite model made by export.py ({reason})") from None
+    return size, lambda images: np.concatenate([run(image[None])["logits"] for image in np.asarray(images)])
+
+
+def tflite_runner(model: bytes | str | os.PathLike) -> tuple[int, Callable[[np.ndarray], dict[str, np.ndarray]]]:
+    """(input size, a function from one uint8 (1, S, S, 3) image to the signature's outputs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter announces its successor package
+        if isinstance(model, bytes):
+            interpreter = tf.lite.Interpreter(model_content=model)
+        else:
+            interpreter = tf.lite.Interpreter(model_path=str(model))
+    runner = interpreter.get_signature_runner("serve")
+    size = int(runner.get_input_details()["images"]["shape"][1])
+    return size, lambda image: runner(images=image)
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:
@@ -130,15 +172,12 @@ def plan_jobs(
     return jobs
 
 
-def segment(model: keras.Model, jobs: list[Job], *, batch_size: int) -> Summary:
+def segment(
+    size: int, predict_logits: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, batch_size: int
+) -> Summary:
     """Decodes, predicts and writes in a stream: decoding and writing overlap prediction."""
-    size = model.input_shape[1]
-    if size is None or model.input_shape[2] != size:
-        raise UserError(f"the model takes input of shape {model.input_shape[1:]}: a square size is needed")
     summary = Summary(skipped=[])
     loaded: dict[int, tuple[int, int]] = {}  # job index -> original (height, width)
-    predict = tf.function(lambda x: model(x, training=False),
-                          input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
 
     def decoded() -> Iterator[tuple[int, np.ndarray]]:
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -160,7 +199,7 @@ def segment(model: keras.Model, jobs: list[Job], *, batch_size: int) -> Summary:
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as writers:
         pending: list[concurrent.futures.Future] = []
         for indices, images in ds:
-            logits = predict(tf.cast(images, tf.float32) / 255.0).numpy()
+            logits = predict_logits(images)
             for index, item_logits in zip(indices.numpy(), logits):
                 pending.append(writers.submit(write_outputs, jobs[index], item_logits, loaded.pop(index)))
             for future in pending[: max(0, len(pending) - 2 * batch_size)]:

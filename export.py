@@ -1,0 +1,162 @@
+"""Export a trained model as TFLite or SavedModel, and check the export against the Keras model.
+
+Example: python export.py --model runs/RUN/best.keras --format tflite --quantize float16 --output pets.tflite
+
+Both formats take uint8 RGB images and return {"mask": uint8 class indices, "logits": float32},
+with normalization and argmax inside, so a caller needs no Python preprocessing:
+  * SavedModel, signature "serving_default": a batch of any height and width, resized inside
+    (bilinear, antialiased, as in training) to the model's input size;
+  * TFLite, signature "serve": one image of the model's input size, shape (1, S, S, 3) — the
+    fixed shape mobile runtimes handle best; resize camera frames to S x S before calling.
+Before it declares success the export is run on a few images and its masks compared with
+the Keras model's: float exports must agree on at least 99% of pixels, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import data  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
+from files import atomic_path  # noqa: E402
+from predict import load_model, tflite_runner  # noqa: E402
+
+FORMATS = ("tflite", "saved_model")
+QUANTIZATIONS = ("none", "float16", "dynamic")
+REQUIRED_AGREEMENT = 0.99
+CHECK_IMAGES = 8
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="export.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a trained model (.keras), e.g. RUN_DIR/best.keras")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="tflite (a .tflite file) or saved_model (a folder)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                        help="TFLite only: float16 halves the file, dynamic stores weights as int8 (default: none)")
+    parser.add_argument("--output", required=True, help="the .tflite file or SavedModel folder to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.format == "saved_model" and args.quantize != "none":
+        raise UserError("--quantize applies to --format tflite only")
+    output = Path(args.output)
+    check_output(output, args.overwrite)
+    model = load_model(args.model)
+    images = check_images(model.input_shape[1])
+    expected = keras_masks(model, images)
+
+    with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
+        saved_model = Path(scratch) / "saved_model"
+        write_saved_model(model, saved_model, dynamic=args.format == "saved_model")
+        if args.format == "saved_model":
+            got = run_saved_model(saved_model, images)
+            size = sum(f.stat().st_size for f in saved_model.rglob("*") if f.is_file())
+        else:
+            flatbuffer = convert_to_tflite(saved_model, args.quantize)
+            got = run_tflite(flatbuffer, images)
+            size = len(flatbuffer)
+        agreement = float(np.mean(got == expected))
+        print(f"{args.format} ({args.quantize}): {size / 2**20:.1f} MiB; mask agreement with the Keras model "
+              f"on {len(images)} images: {agreement:.2%}")
+        if args.quantize == "none" and agreement < REQUIRED_AGREEMENT:
+            print(f"error: the export agrees on only {agreement:.2%} of pixels (at least {REQUIRED_AGREEMENT:.0%} "
+                  "required); nothing was written", file=sys.stderr)
+            return 1
+        if args.format == "saved_model":
+            if output.exists():
+                shutil.rmtree(output)
+            os.replace(saved_model, output)
+        else:
+            with atomic_path(output) as temporary:
+                temporary.write_bytes(flatbuffer)
+    print(f"wrote {output}")
+    return 0
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise UserError(f"--output {output} already exists; pass --overwrite to replace it")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"--output {output}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--output {output}: the folder {parent} is not writable")
+
+
+def check_images(size: int) -> np.ndarray:
+    """A few synthetic test images at the model's input size, as uint8."""
+    return np.stack([data.synthetic_example(i, "test", size, size)[0] for i in range(CHECK_IMAGES)])
+
+
+def keras_masks(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    return np.argmax(model.predict(images.astype(np.float32) / 255.0, verbose=0), axis=-1).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- exporting
+
+
+def serving_function(model: keras.Model, *, dynamic: bool) -> tuple[Callable, tf.TensorSpec]:
+    """uint8 images -> {"mask", "logits"}, with the training pipeline's preprocessing inside."""
+    size = model.input_shape[1]
+    spec = tf.TensorSpec((None, None, None, 3) if dynamic else (1, size, size, 3), tf.uint8, name="images")
+
+    def serve(images):
+        if dynamic:
+            images = data.resize_image(images, size)
+        logits = model(tf.cast(images, tf.float32) / 255.0, training=False)
+        return {"mask": tf.cast(tf.argmax(logits, axis=-1), tf.uint8), "logits": logits}
+
+    return serve, spec
+
+
+def write_saved_model(model: keras.Model, path: Path, *, dynamic: bool) -> None:
+    serve, spec = serving_function(model, dynamic=dynamic)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=serve, input_signature=[spec])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        archive.write_out(str(path), verbose=False)
+
+
+def convert_to_tflite(saved_model: Path, quantize: str) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serve"])
+    if quantize in ("float16", "dynamic"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+# --------------------------------------------------------------------------- running exports
+
+
+def run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return serve(images=tf.constant(images))["mask"].numpy()
+
+
+def run_tflite(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
+    _, run = tflite_runner(flatbuffer)
+    return np.concatenate([run(image[None])["mask"] for image in images])
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

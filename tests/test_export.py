@@ -1,0 +1,105 @@
+"""export.py: both model kinds to both formats, loaded back and compared with the Keras model."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import export
+import predict
+from errors import run_cli
+from models import build_mobilenet_unet, build_unet
+
+
+@pytest.fixture(scope="module", params=["unet", "mobilenet"])
+def model_path(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param) / "model.keras"
+    if request.param == "unet":
+        build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8)).save(path)
+    else:
+        build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None).save(path)
+    return path
+
+
+def run(argv, capsys):
+    status = run_cli(export.main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def reported_agreement(stdout: str) -> float:
+    return float(stdout.split("mask agreement with the Keras model on 8 images: ")[1].split("%")[0]) / 100
+
+
+def reference(model_path, images):
+    return export.keras_masks(predict.load_model(model_path), images)
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
+def test_tflite_export_agrees_with_keras(model_path, tmp_path, capsys, quantize):
+    out = tmp_path / "model.tflite"
+    status, stdout, _ = run(["--model", model_path, "--format", "tflite", "--quantize", quantize, "--output", out], capsys)
+    assert status == 0 and out.is_file() and f"wrote {out}" in stdout
+    images = export.check_images(64)
+    masks = export.run_tflite(out.read_bytes(), images)
+    assert masks.shape == (8, 64, 64) and masks.dtype == np.uint8
+    agreement = float(np.mean(masks == reference(model_path, images)))
+    assert reported_agreement(stdout) == pytest.approx(agreement, abs=0.0001)
+    if quantize == "none":
+        assert agreement >= 0.99
+
+
+def test_saved_model_takes_any_size_and_agrees(model_path, tmp_path, capsys):
+    out = tmp_path / "served"
+    status, stdout, _ = run(["--model", model_path, "--format", "saved_model", "--output", out], capsys)
+    assert status == 0 and (out / "saved_model.pb").is_file()
+    assert reported_agreement(stdout) >= 0.99
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    result = serve(images=tf.zeros((2, 90, 70, 3), tf.uint8))
+    assert result["mask"].shape == (2, 64, 64) and result["mask"].dtype == tf.uint8
+    assert result["logits"].shape == (2, 64, 64, 3)
+
+
+def test_predict_accepts_the_tflite_model(model_path, tmp_path, capsys):
+    out = tmp_path / "model.tflite"
+    assert run(["--model", model_path, "--format", "tflite", "--output", out], capsys)[0] == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(photos / "a.jpg")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photos / "b.png")
+    status = run_cli(predict.main, ["--model", str(out), "--input", str(photos), "--output", str(tmp_path / "masks")])
+    assert status == 0
+    assert np.asarray(Image.open(tmp_path / "masks" / "a_mask.png")).shape == (50, 70)
+    # the TFLite model gives the Keras model's mask on an image of the input size
+    keras_dir = tmp_path / "keras_masks"
+    assert run_cli(predict.main, ["--model", str(model_path), "--input", str(photos), "--output", str(keras_dir)]) == 0
+    same = np.mean(np.asarray(Image.open(keras_dir / "b_mask.png")) == np.asarray(Image.open(tmp_path / "masks" / "b_mask.png")))
+    assert same >= 0.99
+
+
+def test_errors(model_path, tmp_path, capsys):
+    status, _, err = run(["--model", tmp_path / "none.keras", "--format", "tflite", "--output", tmp_path / "m.tflite"], capsys)
+    assert status == 2 and "no such file" in err
+    status, _, err = run(["--model", model_path, "--format", "tflite", "--output", tmp_path / "no" / "m.tflite"], capsys)
+    assert status == 2 and "does not exist" in err
+    status, _, err = run(["--model", model_path, "--format", "saved_model", "--quantize", "float16",
+                          "--output", tmp_path / "sm"], capsys)
+    assert status == 2 and "--quantize applies to --format tflite only" in err
+    (tmp_path / "taken.tflite").write_bytes(b"mine")
+    status, _, err = run(["--model", model_path, "--format", "tflite", "--output", tmp_path / "taken.tflite"], capsys)
+    assert status == 2 and "already exists" in err and (tmp_path / "taken.tflite").read_bytes() == b"mine"
+
+
+def test_unwritable_output_folder(model_path, tmp_path, capsys, monkeypatch):
+    # root may write into a read-only folder, so ask os.access as an ordinary user would be answered
+    monkeypatch.setattr(export.os, "access", lambda path, mode: False)
+    status, _, err = run(["--model", model_path, "--format", "tflite", "--output", tmp_path / "m.tflite"], capsys)
+    assert status == 2 and f"the folder {tmp_path} is not writable" in err
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_unknown_format_is_refused_by_the_parser(model_path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--model", str(model_path), "--format", "onnx", "--output", str(tmp_path / "m")])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'onnx'" in capsys.readouterr().err
