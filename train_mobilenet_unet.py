@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = training.base_parser("train_mobilenet_unet", __doc__)
     add = parser.add_argument
     add("--encoder-weights", default="imagenet",
-        help="'imagenet' (downloaded once by Keras), 'none' (random start), or the path of a local "
-        "MobileNetV2 no-top weights file (.h5) for machines without internet")
+        help="'imagenet' (downloaded once by Keras), 'none', or the path of a local MobileNetV2 no-top "
+        "weights file (.h5) for machines without internet. With 'none' the encoder trains from the start, "
+        "BatchNorm included: frozen random features carry no signal")
     add("--fine-tune-epochs", type=int, default=0,
         help="after the frozen-encoder epochs, unfreeze the encoder (its BatchNorm stays in inference "
         "mode) and train this many more epochs")
@@ -33,18 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def from_scratch(args: argparse.Namespace) -> bool:
+    return str(args.encoder_weights).lower() == "none"
+
+
 def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):
-    return build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights)
-
-
-def unfreeze_encoder(model) -> None:
-    set_encoder_trainable(model, True)
+    model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights)
+    if from_scratch(args):
+        set_encoder_trainable(model, True, batchnorm=True)
+    return model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = training.parse_args(build_parser(), argv)
     phases = [training.Phase(args.epochs, args.learning_rate)]
     if args.fine_tune_epochs > 0:
+        def unfreeze_encoder(model) -> None:
+            set_encoder_trainable(model, True, batchnorm=from_scratch(args))
+
         phases.append(training.Phase(args.epochs + args.fine_tune_epochs, args.fine_tune_learning_rate, unfreeze_encoder))
     return training.train(args, build_model, phases)
 

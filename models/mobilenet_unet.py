@@ -84,14 +84,21 @@ def _resolve_weights(encoder_weights: str | os.PathLike | None) -> str | None:
     return path
 
 
-def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freezes or unfreezes the encoder, its BatchNorm always frozen; recompile afterwards.
+def set_encoder_trainable(model: keras.Model, trainable: bool, *, batchnorm: bool = False) -> None:
+    """Freezes or unfreezes the encoder; its BatchNorm stays frozen unless `batchnorm`.
 
-    A frozen BatchNormalization layer runs in inference mode in Keras 3, whatever the
-    `training` flag of the call, and that setting is saved with the model.
+    Fine-tuning pretrained weights wants BatchNorm frozen: a frozen BatchNormalization layer
+    runs in inference mode in Keras 3, whatever the `training` flag of the call (a setting
+    saved with the model), so small batches cannot overwrite the ImageNet statistics. An
+    encoder trained from random weights needs `batchnorm=True`: its initial statistics
+    (mean 0, variance 1) shrink activations about a millionfold by the deepest skip, and
+    MobileNetV2's momentum of 0.999 would take thousands of steps to replace them, so it is
+    lowered to 0.99 (a few hundred steps). Recompile the model afterwards for it to count.
     """
     encoder = model.get_layer(ENCODER_NAME)
     encoder.trainable = trainable
     for layer in encoder.layers:
         if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
+            layer.trainable = trainable and batchnorm
+            if layer.trainable:
+                layer.momentum = min(layer.momentum, 0.99)

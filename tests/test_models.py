@@ -108,6 +108,18 @@ def test_frozen_encoder_does_not_change_in_training_but_decoder_does():
     assert any(not np.array_equal(a, b) for a, b in zip(before_decoder, snapshot(decoder)))
 
 
+def test_encoder_from_random_weights_trains_its_batchnorm_too():
+    model = build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None)
+    set_encoder_trainable(model, True, batchnorm=True)
+    bn = model.get_layer("encoder").get_layer("bn_Conv1")
+    assert bn.trainable and bn.momentum == pytest.approx(0.99)
+    moving_mean = bn.moving_mean.numpy().copy()
+    one_step(model)
+    assert not np.array_equal(moving_mean, bn.moving_mean.numpy())
+    set_encoder_trainable(model, False)
+    assert not bn.trainable and trainable_count(model) == 4_660_323  # frozen again: the decoder only
+
+
 def test_fine_tuning_trains_the_encoder_with_batchnorm_in_inference_mode():
     tuned = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None, trainable_encoder=True)
     encoder_bn = sum(layer.count_params() for layer in tuned.get_layer("encoder").layers

@@ -60,16 +60,25 @@ def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     assert metrics["parameters"]["total"] == keras.models.load_model(run / "last.keras").count_params()
 
 
-def test_train_mobilenet_unet_with_fine_tuning(tmp_path):
+def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path):
+    weights = tmp_path / "mobilenet_no_top.weights.h5"
+    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
     run = tmp_path / "run"
-    argv = QUICK + ["--encoder-weights", "none", "--epochs", "1", "--fine-tune-epochs", "1", "--output", str(run)]
+    argv = QUICK + ["--encoder-weights", str(weights), "--epochs", "1", "--fine-tune-epochs", "1", "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 0
     check_run_folder(run, epochs=2)
     last = keras.models.load_model(run / "last.keras", safe_mode=True)
     encoder = last.get_layer("encoder")
-    assert encoder.trainable and not encoder.get_layer("bn_Conv1").trainable
-    best_epoch = json.loads((run / "metrics.json").read_text())["best_epoch"]
-    assert best_epoch in (1, 2)
+    assert encoder.trainable and not encoder.get_layer("bn_Conv1").trainable  # fine-tuned, BatchNorm frozen
+    assert json.loads((run / "metrics.json").read_text())["best_epoch"] in (1, 2)
+
+
+def test_train_mobilenet_unet_from_scratch_trains_the_whole_encoder(tmp_path):
+    run = tmp_path / "run"
+    assert train_mobilenet_unet.main(QUICK + ["--encoder-weights", "none", "--epochs", "1", "--output", str(run)]) == 0
+    encoder = keras.models.load_model(run / "last.keras", safe_mode=True).get_layer("encoder")
+    bn = encoder.get_layer("bn_Conv1")
+    assert encoder.trainable and bn.trainable and bn.momentum == pytest.approx(0.99)
 
 
 def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
