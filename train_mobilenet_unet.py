@@ -15,7 +15,7 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
 import training  # noqa: E402
-from errors import run_cli  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from models import build_mobilenet_unet
 from models.mobilenet_unet import set_encoder_trainable
 
@@ -47,6 +47,8 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = training.parse_args(build_parser(), argv)
+    if args.fine_tune_epochs < 0 or args.fine_tune_learning_rate <= 0:
+        raise UserError("--fine-tune-epochs must be 0 or more and --fine-tune-learning-rate positive")
     phases = [training.Phase(args.epochs, args.learning_rate)]
     if args.fine_tune_epochs > 0:
         def unfreeze_encoder(model) -> None:

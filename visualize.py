@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from files import atomic_path  # noqa: E402
@@ -57,6 +58,7 @@ def save_curves(path: str | os.PathLike, history: Sequence[Mapping[str, float]])
                 ax.plot(epochs, values, marker="o", label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     figure.tight_layout()

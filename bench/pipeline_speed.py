@@ -7,13 +7,16 @@ after the cache. Each pipeline runs in its own process, so resident memory is it
 "RSS growth MB" is the growth of resident memory from before the first epoch to after the
 second (the cache plus TensorFlow's own buffers); "cache MB" is what the cached tensors hold.
 
-    python bench/pipeline_speed.py [--images 300]
+Each pipeline runs --repeats times in fresh processes, alternating; medians are reported.
+
+    python bench/pipeline_speed.py [--images 300] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,6 +96,7 @@ def cached_spec(variant: str, folder: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=300, help="photos in the folder (default: 300)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline (default: 3)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -101,11 +105,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = photo_folder(Path(tmp), args.images, split="train")
-        results = {}
-        for variant in ("tutorial", "project"):
-            out = subprocess.run([sys.executable, __file__, "--child", variant, str(folder)],
-                                 capture_output=True, text=True, check=True)
-            results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+        runs = {"tutorial": [], "project": []}
+        for _ in range(args.repeats):
+            for variant in runs:
+                out = subprocess.run([sys.executable, __file__, "--child", variant, str(folder)],
+                                     capture_output=True, text=True, check=True)
+                runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        results = {variant: {key: statistics.median(r[key] for r in results_) for key in results_[0]}
+                   for variant, results_ in runs.items()}
     base = results["tutorial"]
     rows = []
     for variant, label in (("tutorial", "tutorial (float32 cache)"), ("project", "data.build_dataset (uint8 cache)")):
@@ -113,7 +120,7 @@ def main() -> None:
         rows.append([label, r["images"], r["images"] / r["first"], r["images"] / r["cached"], r["rss_mb"], r["cache_mb"],
                      f"{base['first'] / r['first']:.2f} / {base['cached'] / r['cached']:.2f} / {r['cache_mb'] / base['cache_mb']:.2f}"])
     print(f"\nmachine: {machine()}")
-    print_table(f"Input pipeline, {args.images} JPEGs of 500x375 to batches of 64 at 128x128",
+    print_table(f"Input pipeline, {args.images} JPEGs of 500x375 to batches of 64 at 128x128, median of {args.repeats}",
                 ["pipeline", "images", "decode epoch images/s", "cached epoch images/s", "RSS growth MB",
                  "cache MB", "speed-up decode / cached, cache ratio"], rows)
 

@@ -88,6 +88,12 @@ def test_mask_resize_is_nearest_not_bilinear():
     assert set(np.unique(resized)) == {0, 2}
 
 
+@pytest.mark.parametrize("height, width, size", [(375, 500, 128), (33, 47, 64), (700, 475, 96), (10, 13, 32)])
+def test_folder_masks_are_resized_exactly_as_tfds_masks(height, width, size):
+    mask = np.random.default_rng(height).integers(0, 4, (height, width), dtype=np.uint8)
+    np.testing.assert_array_equal(data.resize_mask_array(mask, size), data.resize_mask(mask[..., None], size).numpy()[..., 0])
+
+
 def test_own_split_folders(tmp_path):
     rng = np.random.default_rng(1)
     for split, count in (("train", 5), ("test", 3)):

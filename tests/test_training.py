@@ -246,3 +246,8 @@ def test_small_unet_learns_the_synthetic_set(tmp_path):
     assert train_unet.main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["mean_iou"] > LEARNING_BAR
+
+
+def test_negative_fine_tune_epochs(tmp_path, capsys):
+    status, err = run_script(train_mobilenet_unet, QUICK + ["--fine-tune-epochs", "-1", "--output", str(tmp_path / "r")], capsys)
+    assert status == 2 and "--fine-tune-epochs must be 0 or more" in err
