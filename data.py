@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from errors import UserError
+from errors import UserError, first_line
 
 TFDS_NAME = "oxford_iiit_pet"
 TFDS_VERSION = "4.*.*"
@@ -297,11 +297,8 @@ def _oxford_pairs(root: Path, split: str) -> list[Pair]:
     list_file = root / "annotations" / ("trainval.txt" if split == "train" else "test.txt")
     if not list_file.is_file():
         raise UserError(f"{list_file} is missing: the official archive lists the {split} split there")
-    names = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(line.split()[0])
+    lines = (line.strip() for line in list_file.read_text().splitlines())
+    names = [line.split()[0] for line in lines if line and not line.startswith("#")]
     pairs, missing = [], []
     for name in names:
         image = root / "images" / f"{name}.jpg"
@@ -379,7 +376,7 @@ def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np
         with Image.open(pair.image) as image:
             image_format, photo_size = image.format, image.size
     except (UnidentifiedImageError, OSError) as error:
-        _warn_skipped([pair.image], f"is not a readable image ({_reason(error)})")
+        _warn_skipped([pair.image], f"is not a readable image ({first_line(error)})")
         return None
     if image_format not in DECODABLE_FORMATS:
         _warn_skipped([pair.image], f"is a {image_format} file; use JPEG, PNG, BMP or GIF")
@@ -394,7 +391,7 @@ def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np
                 )
             mask = np.asarray(mask_file, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as error:
-        _warn_skipped([pair.mask], f"is not a readable mask ({_reason(error)})")
+        _warn_skipped([pair.mask], f"is not a readable mask ({first_line(error)})")
         return None
     if mask_size != photo_size:
         raise UserError(
@@ -411,10 +408,6 @@ def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np
         )
     resized = resize_mask_array(mask, image_size)  # nearest: the values are kept, so shift after
     return (resized.astype(np.int16) - offset).astype(np.uint8)[..., None]
-
-
-def _reason(error: Exception) -> str:
-    return str(error).split(":")[0] if str(error) else type(error).__name__
 
 
 def _warn_skipped(paths: Sequence[Path], why: str) -> None:

@@ -18,6 +18,12 @@ class UserError(Exception):
     exit_code = 2
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line, for a one-line message; its type's name if it has no text."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a script's main, turning UserError into `error: ...` on stderr and its exit code."""
     try:

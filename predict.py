@@ -30,11 +30,11 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 
 import losses  # noqa: E402,F401  (registers the custom losses a saved model may name)
-from errors import UserError, run_cli  # noqa: E402
+from data import IMAGE_EXTENSIONS  # noqa: E402
+from errors import UserError, first_line, run_cli  # noqa: E402
 from files import atomic_path  # noqa: E402
 from visualize import overlay  # noqa: E402
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 Image.MAX_IMAGE_PIXELS = 400_000_000  # large camera and scanner images are legitimate input
 WHOLE_IMAGE_PIXELS = 4_000_000  # up to this size, logits are resized in one TensorFlow op
 BAND_ROWS = 256  # beyond it, rows of full-resolution logits held at once: bounds memory
@@ -110,8 +110,7 @@ def _tflite_predictor(path: str | os.PathLike) -> tuple[int, Callable[[np.ndarra
     try:
         size, run = tflite_runner(path)
     except (ValueError, RuntimeError, KeyError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"--model {path}: not a TFLite model made by export.py ({reason})") from None
+        raise UserError(f"--model {path}: not a TFLite model made by export.py ({first_line(error)})") from None
     return size, lambda images: np.concatenate([run(image[None])["logits"] for image in np.asarray(images)])
 
 
@@ -135,8 +134,7 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # a damaged or foreign file surfaces as many exception types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"--model {path}: cannot be loaded as a Keras model ({reason})") from None
+        raise UserError(f"--model {path}: cannot be loaded as a Keras model ({first_line(error)})") from None
 
 
 def plan_jobs(
@@ -269,7 +267,7 @@ def describe_bad_image(path: Path, error: Exception) -> str:
         return "the file is empty"
     if isinstance(error, UnidentifiedImageError):
         return "not an image file (or a format this tool does not read)"
-    return f"unreadable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    return f"unreadable image ({first_line(error)})"
 
 
 # --------------------------------------------------------------------------- outputs

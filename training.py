@@ -115,8 +115,10 @@ def check_options(args: argparse.Namespace) -> None:
     for name in ("image_size", "batch_size", "num_classes", "show"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.epochs < 0 or (args.limit is not None and args.limit < 1):
-        raise UserError("--epochs must be 0 or more and --limit at least 1")
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
     if args.learning_rate <= 0:
         raise UserError(f"--learning-rate must be positive, got {args.learning_rate}")
 
@@ -196,7 +198,9 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         keras.utils.set_random_seed(args.seed)
     configure_precision(args.mixed_precision)
     strategy = make_strategy(args.strategy)
-    print(f"training on {strategy.num_replicas_in_sync} replica(s) with {type(strategy).__name__}")
+    kind = "one device" if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy() \
+        else type(strategy).__name__
+    print(f"training on {strategy.num_replicas_in_sync} replica(s) with {kind}")
     run = RunDir.resume(args.output) if args.resume else RunDir.create(args.output, args.script)
     if not args.resume:
         write_json(run.path / "config.json", vars(args))
@@ -248,7 +252,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         print(f"\ninterrupted: saved {run.path / 'last.keras'} and the history of "
               f"{run.completed_epochs()} finished epochs; continue with --resume {run.path}", file=sys.stderr)
         return 130
-    if model.optimizer is None or not model.compiled:  # nothing left to train after a resume
+    if not getattr(model, "compiled", False):  # a resumed run with no epoch left loads compiled; be sure
         compile_model(model, args, phases[-1].learning_rate)
 
     print(f"evaluating on the test split ({args.data})")

@@ -8,7 +8,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from errors import UserError
+from errors import UserError, first_line
 from models.blocks import check_divisible, upsample
 
 SKIP_LAYERS = (
@@ -64,7 +64,7 @@ def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.P
         if weights == "imagenet":
             raise UserError(
                 f"the ImageNet weights for the MobileNetV2 encoder could not be downloaded "
-                f"({str(error).splitlines()[0] if str(error) else type(error).__name__}). Train "
+                f"({first_line(error)}). Train "
                 "without them (--encoder-weights none), or fetch that file on a machine with "
                 "access and give its path (--encoder-weights PATH)"
             ) from None

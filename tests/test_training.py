@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +110,8 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     assert train_unet.main(["--resume", str(run)]) == 0
     check_run_folder(run, epochs=3)
     assert int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy()) == 6
+    assert train_unet.main(["--resume", str(run)]) == 0  # nothing left to train: evaluates again
+    check_run_folder(run, epochs=3)
 
 
 def test_class_weights_change_the_loss(tmp_path):
@@ -145,6 +146,24 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 2 replica(s) with MirroredStrategy" in result.stdout
     check_run_folder(run, epochs=1)
+
+
+def test_mixed_precision_trains_with_float32_logits(tmp_path):
+    run = tmp_path / "run"
+    try:
+        assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", "--output", str(run)]) == 0
+        model = keras.models.load_model(run / "last.keras", safe_mode=True)
+        assert model.get_layer("enc1_conv").compute_dtype == "float16"
+        assert model.get_layer("logits").compute_dtype == "float32"
+        assert np.isfinite(json.loads((run / "metrics.json").read_text())["test"]["loss"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_multiworker_needs_tf_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    status, err = run_script(train_unet, QUICK + ["--strategy", "multiworker", "--output", str(tmp_path / "r")], capsys)
+    assert status == 2 and "--strategy multiworker needs the TF_CONFIG environment variable" in err
 
 
 def test_jit_compile_choice():
@@ -246,6 +265,18 @@ def test_small_unet_learns_the_synthetic_set(tmp_path):
     assert train_unet.main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["mean_iou"] > LEARNING_BAR
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--epochs", "0", "--epochs must be at least 1, got 0"),
+    ("--limit", "0", "--limit must be at least 1, got 0"),
+    ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("--learning-rate", "-1", "--learning-rate must be positive, got -1.0"),
+])
+def test_bad_numbers_are_refused(tmp_path, capsys, option, value, message):
+    status, err = run_script(train_unet, QUICK + [option, value, "--output", str(tmp_path / "r")], capsys)
+    assert status == 2 and message in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_negative_fine_tune_epochs(tmp_path, capsys):
