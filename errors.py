@@ -25,9 +25,12 @@ def first_line(error: BaseException) -> str:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a script's main, turning UserError into `error: ...` on stderr and its exit code."""
+    """Run a script's main: UserError becomes `error: ...` on stderr and its exit code, Ctrl-C 130."""
     try:
         return int(main(argv) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:  # training saves its state first; everything else has nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        return 130

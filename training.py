@@ -201,9 +201,10 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     kind = "one device" if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy() \
         else type(strategy).__name__
     print(f"training on {strategy.num_replicas_in_sync} replica(s) with {kind}")
-    run = RunDir.resume(args.output) if args.resume else RunDir.create(args.output, args.script)
-    if not args.resume:
-        write_json(run.path / "config.json", vars(args))
+    if args.resume:
+        run = RunDir(Path(args.output))
+    else:  # checked now, created once data and model are ready: a failed start leaves nothing
+        args.output = str(RunDir.unused_path(args.output, args.script))
 
     load_options = dict(
         image_size=args.image_size, limit=args.limit, num_classes=args.num_classes,
@@ -230,6 +231,9 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                 model = build_model(args, input_shape, args.num_classes)
             except ValueError as error:
                 raise UserError(f"--image-size {args.image_size}: {error}") from None
+    if not args.resume:
+        run = RunDir.create(Path(args.output))
+        write_json(run.path / "config.json", vars(args))
 
     recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy())
     started = time.perf_counter()
@@ -299,21 +303,22 @@ class RunDir:
     def __init__(self, path: Path):
         self.path = path
 
-    @classmethod
-    def create(cls, output: str | None, script: str) -> "RunDir":
+    @staticmethod
+    def unused_path(output: str | None, script: str) -> Path:
+        """--output, or runs/<script>-<timestamp>; refused if it holds anything already."""
         if output is None:
             output = os.path.join("runs", f"{script}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
         path = Path(output)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UserError(f"--output {path} already exists and is not empty; choose a new folder "
                             f"or continue that run with --resume {path}")
+        return path
+
+    @classmethod
+    def create(cls, path: Path) -> "RunDir":
         (path / "predictions").mkdir(parents=True, exist_ok=True)
         write_json(path / "state.json", {"completed_epochs": 0})
         return cls(path)
-
-    @classmethod
-    def resume(cls, output: str) -> "RunDir":
-        return cls(Path(output))
 
     def completed_epochs(self) -> int:
         return int(json.loads((self.path / "state.json").read_text())["completed_epochs"])

@@ -226,6 +226,7 @@ def test_dataset_download_failure_names_the_offline_route(tmp_path, capsys, monk
     monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: False)
     status, err = run_script(train_mobilenet_unet, ["--encoder-weights", "none", "--output", str(tmp_path / "r")], capsys)
     assert status == 2 and "cannot download oxford_iiit_pet" in err and "--data DIR" in err
+    assert not (tmp_path / "r").exists()  # a run that never started leaves no folder
 
 
 def test_imagenet_weights_download_failure_names_the_alternatives(tmp_path, capsys, monkeypatch):
@@ -234,7 +235,7 @@ def test_imagenet_weights_download_failure_names_the_alternatives(tmp_path, caps
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
     status, err = run_script(train_mobilenet_unet, QUICK + ["--output", str(tmp_path / "r")], capsys)
-    assert status == 2
+    assert status == 2 and not (tmp_path / "r").exists()
     assert "ImageNet weights for the MobileNetV2 encoder could not be downloaded" in err
     assert "--encoder-weights none" in err and "--encoder-weights PATH" in err
 
