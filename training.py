@@ -77,7 +77,7 @@ def base_parser(script: str, description: str) -> argparse.ArgumentParser:
         help="sce: sparse categorical cross-entropy; dice, focal, sce+dice: for imbalanced classes")
     add("--jit-compile", choices=("auto", "on", "off"), default="auto", help=(
         "XLA compilation. auto: off on a CPU-only machine (measured with TensorFlow 2.21 on a 2-core "
-        "CPU: XLA made a training step of these models about 4 times slower, see BENCHMARKS.md), "
+        "CPU: XLA made a training step of these models 2 to 3.5 times slower, see BENCHMARKS.md), "
         "Keras' own choice when a GPU is present"))
     add("--mixed-precision", action="store_true",
         help="compute in float16 on GPUs (logits and loss stay float32); slower on CPUs")
