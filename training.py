@@ -198,13 +198,25 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         keras.utils.set_random_seed(args.seed)
     configure_precision(args.mixed_precision)
     strategy = make_strategy(args.strategy)
-    kind = "one device" if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy() \
-        else type(strategy).__name__
+    kind = "one device" if type(strategy).__name__.startswith("_Default") else type(strategy).__name__
     print(f"training on {strategy.num_replicas_in_sync} replica(s) with {kind}")
     if args.resume:
         run = RunDir(Path(args.output))
     else:  # checked now, created once data and model are ready: a failed start leaves nothing
         args.output = str(RunDir.unused_path(args.output, args.script))
+
+    # The model first: a size it cannot take, or encoder weights it cannot fetch, should stop
+    # the run before a dataset download, not after.
+    input_shape = (args.image_size, args.image_size, 3)
+    with strategy.scope():
+        if args.resume:
+            model = run.load_last_model()
+            model.jit_compile = resolve_jit_compile(args.jit_compile)
+        else:
+            try:
+                model = build_model(args, input_shape, args.num_classes)
+            except ValueError as error:
+                raise UserError(f"--image-size {args.image_size}: {error}") from None
 
     load_options = dict(
         image_size=args.image_size, limit=args.limit, num_classes=args.num_classes,
@@ -220,17 +232,6 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     val_ds = _distributable(data.build_dataset(
         args.data, "test", batch_size=args.batch_size, class_weights=weights, **load_options))
     shown = next(iter(data.build_dataset(args.data, "test", batch_size=args.show, **{**load_options, "limit": args.show})))
-
-    input_shape = (args.image_size, args.image_size, 3)
-    with strategy.scope():
-        if args.resume:
-            model = run.load_last_model()
-            model.jit_compile = resolve_jit_compile(args.jit_compile)
-        else:
-            try:
-                model = build_model(args, input_shape, args.num_classes)
-            except ValueError as error:
-                raise UserError(f"--image-size {args.image_size}: {error}") from None
     if not args.resume:
         run = RunDir.create(Path(args.output))
         write_json(run.path / "config.json", vars(args))
