@@ -18,7 +18,7 @@ import os
 import warnings
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -69,7 +69,7 @@ class Job:
 @dataclass
 class Summary:
     written: int = 0
-    skipped: list[tuple[Path, str]] | None = None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -174,7 +174,7 @@ def segment(
     size: int, predict_logits: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, batch_size: int
 ) -> Summary:
     """Decodes, predicts and writes in a stream: decoding and writing overlap prediction."""
-    summary = Summary(skipped=[])
+    summary = Summary()
     loaded: dict[int, tuple[int, int]] = {}  # job index -> original (height, width)
 
     def decoded() -> Iterator[tuple[int, np.ndarray]]:
