@@ -12,6 +12,7 @@ skipped (each is named with its reason), 2 for a problem that stops the run.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import functools
 import os
@@ -195,14 +196,13 @@ def segment(
     progress = keras.utils.Progbar(len(jobs), unit_name="image")
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as writers:
-        pending: list[concurrent.futures.Future] = []
+        pending: collections.deque[concurrent.futures.Future] = collections.deque()
         for indices, images in ds:
             logits = predict_logits(images)
             for index, item_logits in zip(indices.numpy(), logits):
                 pending.append(writers.submit(write_outputs, jobs[index], item_logits, loaded.pop(index)))
-            for future in pending[: max(0, len(pending) - 2 * batch_size)]:
-                summary.written += _finish(future, summary)
-            pending = pending[max(0, len(pending) - 2 * batch_size):]
+            while len(pending) > 2 * batch_size:  # bounds the logits waiting to be written
+                summary.written += _finish(pending.popleft(), summary)
             progress.update(summary.written + len(pending) + len(summary.skipped))
         for future in pending:
             summary.written += _finish(future, summary)

@@ -257,7 +257,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         print(f"\ninterrupted: saved {run.path / 'last.keras'} and the history of "
               f"{run.completed_epochs()} finished epochs; continue with --resume {run.path}", file=sys.stderr)
         return 130
-    if not getattr(model, "compiled", False):  # a resumed run with no epoch left loads compiled; be sure
+    if not getattr(model, "compiled", False):  # resumed with no epoch left, from a file saved uncompiled
         compile_model(model, args, phases[-1].learning_rate)
 
     print(f"evaluating on the test split ({args.data})")
