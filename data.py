@@ -10,7 +10,8 @@ Sources, all giving the same batches:
 
 The order is the one the TensorFlow segmentation tutorial uses, with its bugs fixed:
 load -> resize (images bilinear, masks nearest) -> cache as uint8 -> shuffle -> batch ->
-augment (flips drawn anew every epoch) -> normalize -> sample weights -> prefetch.
+augment (augment.py: flips, scale-and-crop, colour; drawn anew every epoch) -> normalize ->
+sample weights -> prefetch.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from errors import UserError, first_line
+import augment
+from errors import first_line
+from inference import IMAGE_EXTENSIONS, resize_image, to_model_input
 
 TFDS_NAME = "oxford_iiit_pet"
 TFDS_VERSION = "4.*.*"
@@ -36,7 +39,6 @@ TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZES = {"train": 512, "test": 128}
 SPLITS = ("train", "test")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Formats tf.io.decode_image reads; anything else is skipped before training starts.
 DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 OXFORD_CLASS_NAMES = ("pet", "background", "border")
@@ -52,22 +54,64 @@ class Pair:
     mask: Path
 
 
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How examples are read, the same for every split, script, test and benchmark.
+
+    image_size: side of the square images and masks are resized to.
+    limit: only the first N examples of each split (quick runs); None for all.
+    num_classes: classes in the masks (3 for Oxford-IIIT Pet and synthetic).
+    mask_offset: subtracted from stored mask values; None: 1 for Oxford-IIIT Pet trimaps, 0 otherwise.
+    holdout_fraction: share of a flat images/ + masks/ folder kept aside as the test split.
+    """
+
+    image_size: int = 128
+    limit: int | None = None
+    num_classes: int = 3
+    mask_offset: int | None = None
+    holdout_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check_positive("image_size", self.image_size)
+        _check_positive("num_classes", self.num_classes)
+        if self.limit is not None:
+            _check_positive("limit", self.limit)
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be between 0 and 1, got {self.holdout_fraction}")
+
+    def offset_for(self, oxford: bool) -> int:
+        """The mask offset in force: the option, else 1 for Oxford-IIIT Pet trimaps and 0 otherwise."""
+        if self.mask_offset is not None:
+            return self.mask_offset
+        return 1 if oxford else 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's unbatched examples (image uint8 (S, S, 3), mask uint8 (S, S, 1)) and their count."""
+
+    examples: tf.data.Dataset
+    count: int
+
+
 # --------------------------------------------------------------------------- public API
 
 
 def build_dataset(
     source: str | os.PathLike,
     split: str,
+    options: DataOptions = DataOptions(),
     *,
-    image_size: int = 128,
     batch_size: int = 64,
     training: bool = False,
     class_weights: Sequence[float] | str | None = None,
-    limit: int | None = None,
     seed: int | None = None,
-    num_classes: int = 3,
-    mask_offset: int | None = None,
-    holdout_fraction: float = 0.2,
+    augmentations: Sequence[str] = augment.DEFAULT,
     shuffle_buffer: int = 1000,
 ) -> tf.data.Dataset:
     """Batches of (images, masks) or, with class weights, (images, masks, sample_weights).
@@ -75,40 +119,37 @@ def build_dataset(
     images: float32 (B, S, S, 3) in [0, 1]; masks: int32 (B, S, S, 1) in [0, num_classes);
     sample_weights: float32 (B, S, S, 1), the class weight of each pixel's true class.
     `class_weights="balanced"` weighs classes by inverse frequency in the *training* masks.
-    `mask_offset` is subtracted from stored mask values (default 1 for Oxford-IIIT Pet
-    trimaps, 0 otherwise). `holdout_fraction` is the share of a flat images/+masks/ folder
-    kept aside as the test split.
+    """
+    weights = None if class_weights is None else resolve_class_weights(class_weights, source, options)
+    return batches(load_split(source, split, options), batch_size=batch_size, training=training,
+                   class_weights=weights, seed=seed, augmentations=augmentations, shuffle_buffer=shuffle_buffer)
+
+
+def batches(
+    split: Split,
+    *,
+    batch_size: int = 64,
+    training: bool = False,
+    class_weights: Sequence[float] | None = None,
+    seed: int | None = None,
+    augmentations: Sequence[str] = augment.DEFAULT,
+    shuffle_buffer: int = 1000,
+) -> tf.data.Dataset:
+    """The split cached as uint8, then (training only) shuffled and augmented, batched and normalized.
+
+    Evaluation batches (training=False) are never augmented. Sample weights are looked up
+    from the (augmented) masks, so they always match them pixel for pixel.
     """
     _check_positive("batch_size", batch_size)
-    weights = None
-    if class_weights is not None:
-        weights = resolve_class_weights(
-            class_weights,
-            source,
-            image_size=image_size,
-            limit=limit,
-            num_classes=num_classes,
-            mask_offset=mask_offset,
-            holdout_fraction=holdout_fraction,
-        )
-    ds = load_examples(
-        source,
-        split,
-        image_size=image_size,
-        limit=limit,
-        num_classes=num_classes,
-        mask_offset=mask_offset,
-        holdout_fraction=holdout_fraction,
-    )
-    ds = ds.cache()
+    ds = split.examples.cache()
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if training:
-        ds = _with_random_flips(ds, seed)
+        ds = augment.augment_batches(ds, tuple(augmentations), seed)
     ds = ds.map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
-    if weights is not None:
-        table = tf.constant(weights, tf.float32)
+    if class_weights is not None:
+        table = tf.constant(class_weights, tf.float32)
         ds = ds.map(
             lambda images, masks: (images, masks, tf.gather(table, masks)),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -116,56 +157,58 @@ def build_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def load_examples(
-    source: str | os.PathLike,
-    split: str,
-    *,
-    image_size: int = 128,
-    limit: int | None = None,
-    num_classes: int = 3,
-    mask_offset: int | None = None,
-    holdout_fraction: float = 0.2,
-) -> tf.data.Dataset:
+def load_examples(source: str | os.PathLike, split: str, options: DataOptions = DataOptions()) -> tf.data.Dataset:
     """Unbatched (image uint8 (S, S, 3), mask uint8 (S, S, 1)) examples, resized, uncached."""
+    return load_split(source, split, options).examples
+
+
+def load_split(source: str | os.PathLike, split: str, options: DataOptions = DataOptions()) -> Split:
+    """A split's resized examples and how many there are, checked before any training starts."""
     if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    _check_positive("image_size", image_size)
-    _check_positive("num_classes", num_classes)
-    if limit is not None:
-        _check_positive("limit", limit)
-    if not 0.0 < holdout_fraction < 1.0:
-        raise UserError(f"holdout_fraction must be between 0 and 1, got {holdout_fraction}")
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     name = os.fspath(source)
+    size, limit = options.image_size, options.limit
     if name == SYNTHETIC:
-        return _synthetic_examples(split, image_size, limit)
+        return _synthetic_split(split, size, limit)
     if name == TFDS_NAME:
-        return _tfds_examples(split, image_size, limit, 1 if mask_offset is None else mask_offset)
+        return _tfds_split(split, size, limit, options.offset_for(oxford=True))
     root = Path(name)
     if not root.is_dir():
-        raise UserError(
+        raise FileNotFoundError(
             f"data source {name!r} is neither {TFDS_NAME!r}, {SYNTHETIC!r} nor an existing folder"
         )
     layout = detect_layout(root)
     if layout == "oxford":
         pairs = _oxford_pairs(root, split)
-        offset = 1 if mask_offset is None else mask_offset
     else:
-        pairs = _own_pairs(root, split, holdout_fraction)
-        offset = 0 if mask_offset is None else mask_offset
+        pairs = _own_pairs(root, split, options.holdout_fraction)
     if limit is not None:
         pairs = pairs[:limit]
-    return _file_examples(pairs, image_size, num_classes, offset, f"{root} ({split} split)")
+    offset = options.offset_for(oxford=layout == "oxford")
+    return _file_split(pairs, size, options.num_classes, offset, f"{root} ({split} split)")
+
+
+def is_oxford(source: str | os.PathLike) -> bool:
+    """Whether the source is Oxford-IIIT Pet (TFDS, or the archives' layout on disk)."""
+    name = os.fspath(source)
+    if name == TFDS_NAME:
+        return True
+    return name != SYNTHETIC and _layout(Path(name)) == "oxford"
+
+
+def class_names(source: str | os.PathLike, options: DataOptions = DataOptions()) -> list[str]:
+    """Names for the classes: pet, background, border for Oxford-IIIT Pet and synthetic; else class_N."""
+    if options.num_classes == len(OXFORD_CLASS_NAMES) and (os.fspath(source) == SYNTHETIC or is_oxford(source)):
+        return list(OXFORD_CLASS_NAMES)
+    return [f"class_{index}" for index in range(options.num_classes)]
 
 
 def detect_layout(root: Path) -> str:
     """'oxford' (official archive layout), 'split' (train/ and test/ folders) or 'flat'."""
-    if (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir():
-        return "oxford"
-    if (root / "train" / "images").is_dir() and (root / "train" / "masks").is_dir():
-        return "split"
-    if (root / "images").is_dir() and (root / "masks").is_dir():
-        return "flat"
-    raise UserError(
+    layout = _layout(root)
+    if layout is not None:
+        return layout
+    raise ValueError(
         f"{root} matches no known data layout; expected one of:\n"
         "  images/ + annotations/trimaps/ + annotations/trainval.txt, test.txt "
         "(the official Oxford-IIIT Pet archives)\n"
@@ -174,39 +217,45 @@ def detect_layout(root: Path) -> str:
     )
 
 
+def _layout(root: Path) -> str | None:
+    if (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir():
+        return "oxford"
+    if (root / "train" / "images").is_dir() and (root / "train" / "masks").is_dir():
+        return "split"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "flat"
+    return None
+
+
 def resolve_class_weights(
-    class_weights: Sequence[float] | str,
-    source: str | os.PathLike,
-    *,
-    num_classes: int = 3,
-    **load_options,
+    class_weights: Sequence[float] | str, source: str | os.PathLike, options: DataOptions = DataOptions()
 ) -> list[float]:
     """A list of num_classes weights from a sequence, a '2,2,1' string or 'balanced'."""
+    num_classes = options.num_classes
     if isinstance(class_weights, str):
         if class_weights.strip().lower() == "balanced":
-            return balanced_class_weights(source, num_classes=num_classes, **load_options)
+            return balanced_class_weights(source, options)
         try:
             class_weights = [float(w) for w in class_weights.split(",")]
         except ValueError:
-            raise UserError(
+            raise ValueError(
                 f"class weights {class_weights!r} must be 'balanced' or numbers separated by commas"
             ) from None
     weights = [float(w) for w in class_weights]
     if len(weights) != num_classes:
-        raise UserError(
+        raise ValueError(
             f"class weights {weights} give {len(weights)} values for {num_classes} classes: "
             f"give one weight per class"
         )
     if any(not np.isfinite(w) or w < 0 for w in weights):
-        raise UserError(f"class weights {weights} must be finite and not negative")
+        raise ValueError(f"class weights {weights} must be finite and not negative")
     return weights
 
 
-def balanced_class_weights(
-    source: str | os.PathLike, *, num_classes: int = 3, **load_options
-) -> list[float]:
+def balanced_class_weights(source: str | os.PathLike, options: DataOptions = DataOptions()) -> list[float]:
     """Inverse class frequency in the training masks, scaled so a balanced set gets 1.0."""
-    masks = load_examples(source, "train", num_classes=num_classes, **load_options).map(
+    num_classes = options.num_classes
+    masks = load_examples(source, "train", options).map(
         lambda image, mask: tf.math.bincount(
             tf.cast(mask, tf.int32), minlength=num_classes, maxlength=num_classes, dtype=tf.int64
         )
@@ -218,12 +267,6 @@ def balanced_class_weights(
 
 
 # --------------------------------------------------------------------------- resizing
-
-
-def resize_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Bilinear resize (antialiased when shrinking) of an RGB image to uint8 (S, S, 3)."""
-    resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def resize_mask(mask: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -240,17 +283,20 @@ def resize_mask_array(mask: np.ndarray, image_size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- TFDS
 
 
-def _tfds_examples(split: str, image_size: int, limit: int | None, offset: int) -> tf.data.Dataset:
+def _tfds_split(split: str, image_size: int, limit: int | None, offset: int) -> Split:
     builder = _prepared_tfds_builder()
     ds = builder.as_dataset(split=split, shuffle_files=False)
     if limit is not None:
         ds = ds.take(limit)
+    count = int(ds.cardinality())
+    if count < 0:  # TFDS states the size of its splits; a source that does not is counted once
+        count = int(ds.reduce(0, lambda total, _: total + 1))
 
     def resize(example):
         mask = tf.cast(resize_mask(example["segmentation_mask"], image_size), tf.int32) - offset
         return resize_image(example["image"], image_size), tf.cast(mask, tf.uint8)
 
-    return ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
+    return Split(ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE), count)
 
 
 def _prepared_tfds_builder():
@@ -259,7 +305,7 @@ def _prepared_tfds_builder():
     try:
         builder = tfds.builder(f"{TFDS_NAME}:{TFDS_VERSION}")
     except Exception as error:  # TFDS raises many types for a registry it cannot resolve
-        raise UserError(f"TensorFlow Datasets cannot provide {TFDS_NAME}:{TFDS_VERSION}: {error}") from None
+        raise ValueError(f"TensorFlow Datasets cannot provide {TFDS_NAME}:{TFDS_VERSION}: {error}") from error
     if builder.is_prepared():
         return builder
     offline_route = (
@@ -270,14 +316,14 @@ def _prepared_tfds_builder():
     )
     # TFDS retries a failed download for minutes; a quick look first keeps a failure quick.
     if not dataset_server_reachable():
-        raise UserError(
+        raise ConnectionError(
             f"cannot download {TFDS_NAME}: {TFDS_DOWNLOAD_HOST} cannot be reached from this "
             f"machine. {offline_route}"
         )
     try:
         builder.download_and_prepare()
     except Exception as error:  # network, disk and checksum failures all end here
-        raise UserError(f"downloading {TFDS_NAME} failed ({error}). {offline_route}") from None
+        raise ConnectionError(f"downloading {TFDS_NAME} failed ({first_line(error)}). {offline_route}") from error
     return builder
 
 
@@ -296,7 +342,7 @@ def dataset_server_reachable(timeout: float = 10.0) -> bool:
 def _oxford_pairs(root: Path, split: str) -> list[Pair]:
     list_file = root / "annotations" / ("trainval.txt" if split == "train" else "test.txt")
     if not list_file.is_file():
-        raise UserError(f"{list_file} is missing: the official archive lists the {split} split there")
+        raise FileNotFoundError(f"{list_file} is missing: the official archive lists the {split} split there")
     lines = (line.strip() for line in list_file.read_text().splitlines())
     names = [line.split()[0] for line in lines if line and not line.startswith("#")]
     pairs, missing = [], []
@@ -315,7 +361,7 @@ def _own_pairs(root: Path, split: str, holdout_fraction: float) -> list[Pair]:
     if (root / "train" / "images").is_dir():
         folder = root / split
         if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
-            raise UserError(f"{folder} needs images/ and masks/ sub-folders for the {split} split")
+            raise FileNotFoundError(f"{folder} needs images/ and masks/ sub-folders for the {split} split")
         return _match_by_stem(folder / "images", folder / "masks")
     pairs = _match_by_stem(root / "images", root / "masks")
     # Hash each name so the held-out set does not change when files are added or renamed.
@@ -338,14 +384,12 @@ def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in extensions and not path.name.startswith("."):
             if path.stem in found:
-                raise UserError(f"{path} and {found[path.stem]} have the same name: which one is meant?")
+                raise ValueError(f"{path} and {found[path.stem]} have the same name: which one is meant?")
             found[path.stem] = path
     return found
 
 
-def _file_examples(
-    pairs: list[Pair], image_size: int, num_classes: int, offset: int, where: str
-) -> tf.data.Dataset:
+def _file_split(pairs: list[Pair], image_size: int, num_classes: int, offset: int, where: str) -> Split:
     """Checks every pair before training starts, then decodes images lazily in parallel."""
     paths, masks = [], []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
@@ -354,7 +398,7 @@ def _file_examples(
                 paths.append(str(pair.image))
                 masks.append(mask)
     if not paths:
-        raise UserError(f"{where} holds no usable image and mask pairs")
+        raise ValueError(f"{where} holds no usable image and mask pairs")
     ds = tf.data.Dataset.from_tensor_slices((paths, np.stack(masks)))
 
     def decode(path, mask):
@@ -363,7 +407,7 @@ def _file_examples(
 
     # A file that passed the header check but whose data is truncated is dropped with a
     # logged warning instead of stopping the epoch.
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+    return Split(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True), len(paths))
 
 
 def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np.ndarray | None:
@@ -385,7 +429,7 @@ def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np
         with Image.open(pair.mask) as mask_file:
             mode, mask_size = mask_file.mode, mask_file.size
             if mode not in ("L", "P", "1"):
-                raise UserError(
+                raise ValueError(
                     f"mask {pair.mask} is a {mode} image; masks must be 8-bit single-channel PNGs "
                     "holding one class index per pixel"
                 )
@@ -394,14 +438,14 @@ def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np
         _warn_skipped([pair.mask], f"is not a readable mask ({first_line(error)})")
         return None
     if mask_size != photo_size:
-        raise UserError(
+        raise ValueError(
             f"mask {pair.mask} is {mask_size[0]}x{mask_size[1]} but image {pair.image} is "
             f"{photo_size[0]}x{photo_size[1]}: a mask must have its image's size"
         )
     present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
     bad = [int(value) for value in present if not offset <= value < offset + num_classes]
     if bad:
-        raise UserError(
+        raise ValueError(
             f"mask {pair.mask} holds values {bad[:10]} outside the {num_classes} classes "
             f"(values {offset}..{offset + num_classes - 1} expected with mask offset {offset}); "
             "check the number of classes"
@@ -413,11 +457,6 @@ def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np
 def _warn_skipped(paths: Sequence[Path], why: str) -> None:
     for path in paths:
         warnings.warn(f"skipping {path}: it {why}", DataWarning, stacklevel=3)
-
-
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserError(f"{name} must be a positive whole number, got {value!r}")
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -460,12 +499,12 @@ def synthetic_example(index: int, split: str, height: int, width: int) -> tuple[
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), mask
 
 
-def _synthetic_examples(split: str, image_size: int, limit: int | None) -> tf.data.Dataset:
+def _synthetic_split(split: str, image_size: int, limit: int | None) -> Split:
     count = SYNTHETIC_SIZES[split] if limit is None else min(limit, SYNTHETIC_SIZES[split])
     examples = [synthetic_example(i, split, image_size, image_size) for i in range(count)]
     images = np.stack([image for image, _ in examples])
     masks = np.stack([mask for _, mask in examples])[..., None]
-    return tf.data.Dataset.from_tensor_slices((images, masks))
+    return Split(tf.data.Dataset.from_tensor_slices((images, masks)), count)
 
 
 def write_synthetic_folder(
@@ -486,25 +525,5 @@ def write_synthetic_folder(
 # --------------------------------------------------------------------------- batch stages
 
 
-def _with_random_flips(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
-    """Flips each example left-right with probability 1/2, image and mask alike.
-
-    The random stream is re-drawn on every pass over the data (so epochs differ) and is
-    reproducible when `seed` is given.
-    """
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-
-    def flip(batch, draw):
-        images, masks = batch
-        coin = tf.random.stateless_uniform([tf.shape(images)[0]], seed=tf.stack([draw, 0])) < 0.5
-        coin = coin[:, None, None, None]
-        return (
-            tf.where(coin, tf.reverse(images, axis=[2]), images),
-            tf.where(coin, tf.reverse(masks, axis=[2]), masks),
-        )
-
-    return tf.data.Dataset.zip(ds, draws).map(flip, num_parallel_calls=tf.data.AUTOTUNE)
-
-
 def _normalize(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.cast(images, tf.float32) / 255.0, tf.cast(masks, tf.int32)
+    return to_model_input(images), tf.cast(masks, tf.int32)

@@ -1,15 +1,23 @@
 """The one user-facing error type, and the one place it becomes a message and an exit code.
 
-Library code (data.py, models/, training.py, predict.py) raises `UserError` for anything a
-user can fix: a bad option, a folder of the wrong layout, a file that cannot be read, a
-download that cannot happen here. Entry-point scripts wrap their `main` in `run_cli`, so a
-user sees one clear line on stderr and a non-zero exit status, never a Python traceback.
+Library modules (data, models, inference, metrics, losses) raise plain exceptions with
+precise messages: ValueError for a value that cannot work, FileNotFoundError for a missing
+file. The command-line layer (the scripts, options.py, training.py) knows which option or
+file a value came from; it translates those into `UserError` with `user_errors`, and the
+scripts wrap their `main` in `run_cli`, so a user sees one clear line on stderr and a
+non-zero exit status, never a Python traceback. Set SEGMENTATION_DEBUG=1 to see the full
+chain of causes as well.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from typing import Callable, Sequence
+import traceback
+from typing import Callable, Iterator, Sequence
+
+DEBUG_VARIABLE = "SEGMENTATION_DEBUG"
 
 
 class UserError(Exception):
@@ -24,12 +32,46 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def message(error: BaseException) -> str:
+    """An exception's whole text, or its type's name if it has none.
+
+    FileNotFoundError raised with a single argument keeps it as the message; one raised by
+    the operating system carries its file name separately, which is added here.
+    """
+    text = str(error).strip() or type(error).__name__
+    filename = getattr(error, "filename", None)
+    if isinstance(error, OSError) and filename is not None and str(filename) not in text:
+        text = f"{filename}: {error.strerror or text}"
+    return text
+
+
+@contextlib.contextmanager
+def user_errors(prefix: str | None = None, types: tuple[type[BaseException], ...] = (ValueError, OSError)) -> Iterator[None]:
+    """Turns a library's ValueError or OSError into a UserError, optionally naming the option.
+
+    Only the calls it surrounds are translated: a ValueError from a bug elsewhere still
+    shows its traceback. The original exception stays attached as the cause.
+    """
+    try:
+        yield
+    except types as error:
+        raise UserError(f"{prefix}: {message(error)}" if prefix else message(error)) from error
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a script's main: UserError becomes `error: ...` on stderr and its exit code, Ctrl-C 130."""
     try:
         return int(main(argv) or 0)
     except UserError as error:
+        if debugging():
+            traceback.print_exception(error, file=sys.stderr)
         print(f"error: {error}", file=sys.stderr)
+        if not debugging() and error.__cause__ is not None:
+            print(f"(set {DEBUG_VARIABLE}=1 for the full cause)", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:  # training saves its state first; everything else has nothing to save
         print("\ninterrupted", file=sys.stderr)

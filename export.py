@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import data  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
+from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import atomic_path  # noqa: E402
-from predict import load_model, tflite_runner  # noqa: E402
+from inference import load_keras_model, resize_image, tflite_runner, to_model_input  # noqa: E402
 
 FORMATS = ("tflite", "saved_model")
 QUANTIZATIONS = ("none", "float16", "dynamic")
@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--quantize applies to --format tflite only")
     output = Path(args.output)
     check_output(output, args.overwrite)
-    model = load_model(args.model)
+    with user_errors("--model"):
+        model = load_keras_model(args.model)
     images = check_images(model.input_shape[1])
     expected = keras_masks(model, images)
 
@@ -106,7 +107,7 @@ def check_images(size: int) -> np.ndarray:
 
 
 def keras_masks(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    return np.argmax(model.predict(images.astype(np.float32) / 255.0, verbose=0), axis=-1).astype(np.uint8)
+    return np.argmax(model.predict(to_model_input(images), verbose=0), axis=-1).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- exporting
@@ -119,8 +120,8 @@ def serving_function(model: keras.Model, *, dynamic: bool) -> tuple[Callable, tf
 
     def serve(images):
         if dynamic:
-            images = data.resize_image(images, size)
-        logits = model(tf.cast(images, tf.float32) / 255.0, training=False)
+            images = resize_image(images, size)
+        logits = model(to_model_input(images), training=False)
         return {"mask": tf.cast(tf.argmax(logits, axis=-1), tf.uint8), "logits": logits}
 
     return serve, spec
@@ -154,7 +155,7 @@ def run_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
 
 
 def run_tflite(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
-    _, run = tflite_runner(flatbuffer)
+    _, _, run = tflite_runner(flatbuffer)
     return np.concatenate([run(image[None])["mask"] for image in images])
 
 

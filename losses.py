@@ -12,7 +12,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from errors import UserError
 
 LOSS_NAMES = ("sce", "dice", "focal", "sce+dice")
 
@@ -118,4 +117,4 @@ def get_loss(name: str) -> keras.losses.Loss:
         return FocalLoss()
     if name == "sce+dice":
         return CrossEntropyDiceLoss()
-    raise UserError(f"unknown loss {name!r}: use one of {', '.join(LOSS_NAMES)}")
+    raise ValueError(f"unknown loss {name!r}: use one of {', '.join(LOSS_NAMES)}")

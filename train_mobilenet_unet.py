@@ -1,7 +1,7 @@
 """Train the U-Net with a frozen ImageNet MobileNetV2 encoder and a pix2pix decoder.
 
-With no options this is the TensorFlow segmentation tutorial's setting: Oxford-IIIT Pet
-through TensorFlow Datasets, 128x128, batch 64, 20 epochs, validated on the test split.
+With no options: Oxford-IIIT Pet through TensorFlow Datasets at 128x128, 20 epochs, validated
+on the test split, with the recipe measured best on real photos (see BENCHMARKS.md).
 Example: python train_mobilenet_unet.py --fine-tune-epochs 5
 """
 
@@ -14,23 +14,28 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
+import options  # noqa: E402
 import training  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from models import build_mobilenet_unet
-from models.mobilenet_unet import set_encoder_trainable
+from errors import UserError, run_cli, user_errors  # noqa: E402
+from models import build_mobilenet_unet  # noqa: E402
+from models.mobilenet_unet import set_encoder_trainable  # noqa: E402
+
+OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
+                   "and give its path (--encoder-weights PATH)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = training.base_parser("train_mobilenet_unet", __doc__)
-    add = parser.add_argument
+    parser = options.base_parser("train_mobilenet_unet", __doc__)
+    add = options.group(parser, "model").add_argument
     add("--encoder-weights", default="imagenet",
         help="'imagenet' (downloaded once by Keras), 'none', or the path of a local MobileNetV2 no-top "
         "weights file (.h5) for machines without internet. With 'none' the encoder trains from the start, "
         "BatchNorm included: frozen random features carry no signal")
+    add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=0,
         help="after the frozen-encoder epochs, unfreeze the encoder (its BatchNorm stays in inference "
-        "mode) and train this many more epochs")
-    add("--fine-tune-learning-rate", type=float, default=1e-5, help="learning rate of the fine-tuning epochs")
+        "mode) and train this many more epochs, with a schedule of their own")
+    add("--fine-tune-learning-rate", type=float, default=1e-4, help="peak learning rate of the fine-tuning epochs")
     return parser
 
 
@@ -39,14 +44,19 @@ def from_scratch(args: argparse.Namespace) -> bool:
 
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):
-    model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights)
+    try:
+        with user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError,)), \
+                user_errors(f"--image-size {args.image_size}", (ValueError,)):
+            model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights)
+    except ConnectionError as error:
+        raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
     if from_scratch(args):
         set_encoder_trainable(model, True, batchnorm=True)
     return model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = training.parse_args(build_parser(), argv)
+    args = options.parse_args(build_parser(), argv)
     if args.fine_tune_epochs < 0 or args.fine_tune_learning_rate <= 0:
         raise UserError("--fine-tune-epochs must be 0 or more and --fine-tune-learning-rate positive")
     phases = [training.Phase(args.epochs, args.learning_rate)]

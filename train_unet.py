@@ -12,17 +12,19 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
+import options  # noqa: E402
 import training  # noqa: E402
-from errors import run_cli  # noqa: E402
-from models import build_unet
-from models.unet import DEFAULT_FILTERS
+from errors import run_cli, user_errors  # noqa: E402
+from models import build_unet  # noqa: E402
+from models.unet import DEFAULT_FILTERS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = training.base_parser("train_unet", __doc__)
-    parser.add_argument("--filters", type=parse_filters, default=DEFAULT_FILTERS,
-                        help="encoder widths from the top level down, comma-separated; the image size must be "
-                        "a multiple of 2 ** (number of levels)")
+    parser = options.base_parser("train_unet", __doc__)
+    options.group(parser, "model").add_argument(
+        "--filters", type=parse_filters, default=DEFAULT_FILTERS,
+        help="encoder widths from the top level down, comma-separated; the image size must be "
+        "a multiple of 2 ** (number of levels)")
     return parser
 
 
@@ -37,11 +39,13 @@ def parse_filters(text: str) -> tuple[int, ...]:
 
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):
-    return build_unet(input_shape, num_classes, filters=parse_filters(",".join(map(str, args.filters))))
+    filters = ",".join(map(str, args.filters))
+    with user_errors(f"--image-size {args.image_size} with --filters {filters} ({len(args.filters)} levels)"):
+        return build_unet(input_shape, num_classes, filters=args.filters)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = training.parse_args(build_parser(), argv)
+    args = options.parse_args(build_parser(), argv)
     return training.train(args, build_model)
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from errors import UserError, first_line
+from errors import first_line
 from models.blocks import check_divisible, upsample
 
 SKIP_LAYERS = (
@@ -62,13 +62,10 @@ def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.P
         base = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights=weights)
     except Exception as error:  # Keras raises a bare Exception for a failed download
         if weights == "imagenet":
-            raise UserError(
-                f"the ImageNet weights for the MobileNetV2 encoder could not be downloaded "
-                f"({first_line(error)}). Train "
-                "without them (--encoder-weights none), or fetch that file on a machine with "
-                "access and give its path (--encoder-weights PATH)"
-            ) from None
-        raise UserError(f"cannot load encoder weights from {weights}: {error}") from None
+            raise ConnectionError(
+                f"the ImageNet weights for the MobileNetV2 encoder could not be downloaded ({first_line(error)})"
+            ) from error
+        raise ValueError(f"cannot load encoder weights from {weights}: {first_line(error)}") from error
     outputs = [base.get_layer(layer).output for layer in SKIP_LAYERS]
     return keras.Model(base.input, outputs, name=ENCODER_NAME)
 
@@ -80,7 +77,7 @@ def _resolve_weights(encoder_weights: str | os.PathLike | None) -> str | None:
         return "imagenet"
     path = os.fspath(encoder_weights)
     if not os.path.isfile(path):
-        raise UserError(f"encoder weights file {path} does not exist (use 'imagenet', 'none' or a file path)")
+        raise FileNotFoundError(f"encoder weights file {path} does not exist (use 'imagenet', 'none' or a file path)")
     return path
 
 

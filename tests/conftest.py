@@ -1,14 +1,21 @@
-"""Shared test fixtures: the real Oxford-IIIT Pet sample (when present) and small data."""
+"""Shared test fixtures: the real Oxford-IIIT Pet data (when present), running scripts, precision."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from errors import run_cli  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-OXFORD_SAMPLE = REPO.parent / "shared" / "data" / "oxford-pets-sample"
+SHARED = REPO.parent / "shared"
+OXFORD_SAMPLE = SHARED / "data" / "oxford-pets-sample"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_1.0_224_no_top.h5"
 
 
 @pytest.fixture
@@ -17,3 +24,32 @@ def oxford_sample() -> Path:
     if not (OXFORD_SAMPLE / "annotations" / "trimaps").is_dir():
         pytest.skip(f"the Oxford-IIIT Pet sample is not at {OXFORD_SAMPLE}")
     return OXFORD_SAMPLE
+
+
+@pytest.fixture
+def mobilenet_weights() -> Path:
+    """The real MobileNetV2 ImageNet weights (no top), read in place."""
+    if not MOBILENET_WEIGHTS.is_file():
+        pytest.skip(f"the MobileNetV2 ImageNet weights are not at {MOBILENET_WEIGHTS}")
+    return MOBILENET_WEIGHTS
+
+
+@pytest.fixture
+def float32_policy():
+    """Lets a test change Keras' global precision policy and puts float32 back afterwards."""
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def run_main(main, argv, capsys) -> tuple[int, str, str]:
+    """A script's main run as from the shell (errors become messages): (status, stdout, stderr)."""
+    status = run_cli(main, [str(word) for word in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_subprocess(args, *, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A script in a fresh Python process from the repository folder, output captured as text."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)

@@ -6,8 +6,9 @@ import tensorflow as tf
 from PIL import Image
 
 import export
+import inference
 import predict
-from errors import run_cli
+from conftest import run_main
 from models import build_mobilenet_unet, build_unet
 
 
@@ -22,9 +23,7 @@ def model_path(request, tmp_path_factory):
 
 
 def run(argv, capsys):
-    status = run_cli(export.main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_main(export.main, argv, capsys)
 
 
 def reported_agreement(stdout: str) -> float:
@@ -32,7 +31,7 @@ def reported_agreement(stdout: str) -> float:
 
 
 def reference(model_path, images):
-    return export.keras_masks(predict.load_model(model_path), images)
+    return export.keras_masks(inference.load_keras_model(model_path), images)
 
 
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
@@ -67,12 +66,12 @@ def test_predict_accepts_the_tflite_model(model_path, tmp_path, capsys):
     photos.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(photos / "a.jpg")
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photos / "b.png")
-    status = run_cli(predict.main, ["--model", str(out), "--input", str(photos), "--output", str(tmp_path / "masks")])
+    status = run_main(predict.main, ["--model", out, "--input", photos, "--output", tmp_path / "masks"], capsys)[0]
     assert status == 0
     assert np.asarray(Image.open(tmp_path / "masks" / "a_mask.png")).shape == (50, 70)
     # the TFLite model gives the Keras model's mask on an image of the input size
     keras_dir = tmp_path / "keras_masks"
-    assert run_cli(predict.main, ["--model", str(model_path), "--input", str(photos), "--output", str(keras_dir)]) == 0
+    assert run_main(predict.main, ["--model", model_path, "--input", photos, "--output", keras_dir], capsys)[0] == 0
     same = np.mean(np.asarray(Image.open(keras_dir / "b_mask.png")) == np.asarray(Image.open(tmp_path / "masks" / "b_mask.png")))
     assert same >= 0.99
 

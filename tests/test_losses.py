@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import losses
-from errors import UserError
 
 # One image of 1 x 2 pixels, 2 classes. Pixel 0 is class 0, pixel 1 is class 1.
 LABELS = np.array([[[[0], [1]]]], np.int32)
@@ -74,7 +73,7 @@ def value_of(name, logits):
 
 
 def test_unknown_loss_name():
-    with pytest.raises(UserError, match="unknown loss 'hinge'"):
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         losses.get_loss("hinge")
 
 

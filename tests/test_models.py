@@ -71,9 +71,8 @@ def test_mobilenet_unet_rescales_to_minus_one_one_inside_the_model():
 
 
 def test_missing_local_weights_file_is_a_user_error(tmp_path):
-    from errors import UserError
-
-    with pytest.raises(UserError, match="encoder weights file .*nothing.h5 does not exist"):
+    
+    with pytest.raises(FileNotFoundError, match="encoder weights file .*nothing.h5 does not exist"):
         build_mobilenet_unet((64, 64, 3), encoder_weights=tmp_path / "nothing.h5")
 
 

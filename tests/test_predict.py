@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+import inference
 import predict
-from errors import run_cli
+from conftest import run_main
 from models import build_unet
 from visualize import overlay
 
@@ -56,9 +57,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
 
 
 def run(argv, capsys):
-    status = run_cli(predict.main, [str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_main(predict.main, argv, capsys)
 
 
 def test_mixed_folder_masks_have_each_images_size_and_bad_files_are_skipped(model_path, tmp_path, capsys):
@@ -148,20 +147,9 @@ def test_errors_that_stop_the_run(case, model_path, tmp_path, capsys):
     assert fingerprint(photos) == before
 
 
-@pytest.mark.parametrize("banded", [False, True])
-def test_upsampled_argmax_matches_tf_bilinear_resize(banded, monkeypatch):
-    if banded:  # the path of photos over WHOLE_IMAGE_PIXELS
-        monkeypatch.setattr(predict, "WHOLE_IMAGE_PIXELS", 0)
-        monkeypatch.setattr(predict, "BAND_ROWS", 4)
-    logits = np.random.default_rng(0).normal(size=(8, 8, 3)).astype(np.float32)
-    for height, width in ((37, 53), (8, 8), (5, 300)):
-        expected = tf.argmax(tf.image.resize(logits, (height, width), method="bilinear"), axis=-1).numpy()
-        np.testing.assert_array_equal(predict.upsampled_argmax(logits, height, width), expected)
-
-
 def test_huge_photo_is_segmented_in_bands(model_path, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(predict, "WHOLE_IMAGE_PIXELS", 1_000_000)
-    monkeypatch.setattr(predict, "BAND_ROWS", 7)
+    monkeypatch.setattr(inference, "WHOLE_IMAGE_PIXELS", 1_000_000)
+    monkeypatch.setattr(inference, "BAND_ROWS", 7)
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(noise(1000, 1500)).save(photos / "big.jpg")

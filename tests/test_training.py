@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -12,11 +10,11 @@ import pytest
 from PIL import Image
 
 import data
+import rundir
 import train_mobilenet_unet
 import train_unet
 import training
-from conftest import REPO
-from errors import run_cli
+from conftest import run_main, run_subprocess
 
 SMALL_UNET = ["--filters", "4,8,8,8,8,8"]
 QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1"]
@@ -74,10 +72,13 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path):
 
 def test_train_mobilenet_unet_from_scratch_trains_the_whole_encoder(tmp_path):
     run = tmp_path / "run"
-    assert train_mobilenet_unet.main(QUICK + ["--encoder-weights", "none", "--epochs", "1", "--output", str(run)]) == 0
-    encoder = keras.models.load_model(run / "last.keras", safe_mode=True).get_layer("encoder")
+    argv = QUICK + ["--encoder-weights", "none", "--epochs", "1", "--bn-momentum", "0.95", "--output", str(run)]
+    assert train_mobilenet_unet.main(argv) == 0
+    model = keras.models.load_model(run / "last.keras", safe_mode=True)
+    encoder = model.get_layer("encoder")
     bn = encoder.get_layer("bn_Conv1")
-    assert encoder.trainable and bn.trainable and bn.momentum == pytest.approx(0.99)
+    assert encoder.trainable and bn.trainable and bn.momentum == pytest.approx(0.95)
+    assert model.get_layer("up1").layers[1].momentum == pytest.approx(0.95)  # the decoder's too
 
 
 def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
@@ -92,13 +93,13 @@ def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
 
 def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    original = training.RunRecorder.on_epoch_end
+    original = rundir.RunRecorder.on_epoch_end
 
     def interrupt_after_first_epoch(self, epoch, logs=None):
         original(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.RunRecorder, "on_epoch_end", interrupt_after_first_epoch)
+    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", interrupt_after_first_epoch)
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "3", "--output", str(run)]) == 130
     assert "continue with --resume" in capsys.readouterr().err
     assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 1}
@@ -106,7 +107,7 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     steps = int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy())
     assert steps == 2  # 16 examples in batches of 8
 
-    monkeypatch.setattr(training.RunRecorder, "on_epoch_end", original)
+    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", original)
     assert train_unet.main(["--resume", str(run)]) == 0
     check_run_folder(run, epochs=3)
     assert int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy()) == 6
@@ -133,6 +134,7 @@ def test_every_loss_trains_and_reloads(tmp_path, loss):
     assert type(model.loss).__name__ == {"dice": "DiceLoss", "focal": "FocalLoss", "sce+dice": "CrossEntropyDiceLoss"}[loss]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     run = tmp_path / "run"
     code = (
@@ -142,22 +144,19 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
         "import sys, train_unet\n"
         f"sys.exit(train_unet.main({QUICK + SMALL_UNET + ['--epochs', '1', '--strategy', 'mirrored', '--output', str(run)]!r}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = run_subprocess(["-c", code])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 2 replica(s) with MirroredStrategy" in result.stdout
     check_run_folder(run, epochs=1)
 
 
-def test_mixed_precision_trains_with_float32_logits(tmp_path):
+def test_mixed_precision_trains_with_float32_logits(tmp_path, float32_policy):
     run = tmp_path / "run"
-    try:
-        assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", "--output", str(run)]) == 0
-        model = keras.models.load_model(run / "last.keras", safe_mode=True)
-        assert model.get_layer("enc1_conv").compute_dtype == "float16"
-        assert model.get_layer("logits").compute_dtype == "float32"
-        assert np.isfinite(json.loads((run / "metrics.json").read_text())["test"]["loss"])
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", "--output", str(run)]) == 0
+    model = keras.models.load_model(run / "last.keras", safe_mode=True)
+    assert model.get_layer("enc1_conv").compute_dtype == "float16"
+    assert model.get_layer("logits").compute_dtype == "float32"
+    assert np.isfinite(json.loads((run / "metrics.json").read_text())["test"]["loss"])
 
 
 def test_multiworker_needs_tf_config(tmp_path, capsys, monkeypatch):
@@ -187,13 +186,15 @@ def test_help_documents_every_option():
 
 
 def run_script(module, argv, capsys):
-    status = run_cli(module.main, argv)
-    return status, capsys.readouterr().err
+    status, _, err = run_main(module.main, argv, capsys)
+    return status, err
 
 
 def test_image_size_the_model_cannot_take(tmp_path, capsys):
     status, err = run_script(train_unet, QUICK + ["--image-size", "100", "--output", str(tmp_path / "r")], capsys)
-    assert status == 2 and "error: --image-size 100: the U-Net needs a height that is a multiple of 64" in err
+    assert status == 2
+    assert ("error: --image-size 100 with --filters 16,32,64,128,256,512 (6 levels): the U-Net needs a height "
+            "that is a multiple of 64") in err
 
 
 def test_data_folder_of_no_known_layout(tmp_path, capsys):
@@ -240,14 +241,12 @@ def test_imagenet_weights_download_failure_names_the_alternatives(tmp_path, caps
     assert "--encoder-weights none" in err and "--encoder-weights PATH" in err
 
 
+@pytest.mark.slow
 def test_user_errors_print_no_traceback_from_the_shell(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train_unet.py", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "r")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
+    result = run_subprocess(["train_unet.py", "--data", tmp_path / "missing", "--output", tmp_path / "r"])
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert f"error: data source '{tmp_path / 'missing'}' is neither" in result.stderr
+    assert f"error: --data {tmp_path / 'missing'}: data source '{tmp_path / 'missing'}' is neither" in result.stderr
 
 
 # ---------------------------------------------------------------- learning
@@ -258,6 +257,7 @@ def test_user_errors_print_no_traceback_from_the_shell(tmp_path):
 LEARNING_BAR = 0.75
 
 
+@pytest.mark.slow
 def test_small_unet_learns_the_synthetic_set(tmp_path):
     """400 steps of a 4-level U-Net at 32x32: well past the BatchNorm warm-up."""
     run = tmp_path / "run"

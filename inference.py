@@ -1,0 +1,209 @@
+"""From a photo to a mask, the one way: reading, preprocessing, running a model, resizing back.
+
+Training (data.py), predict.py, export.py and evaluate.py all use these functions, so a model
+sees the same pixels when it serves as when it trained:
+  * `read_photo`: any image file as upright 8-bit RGB (EXIF rotation applied; grayscale,
+    RGBA, palette, CMYK and 16-bit converted), large JPEGs decoded at a reduced scale;
+  * `resize_image`: bilinear, antialiased when shrinking, to the model's square input;
+  * `to_model_input`: uint8 -> float32 in [0, 1], the input contract of every saved model;
+  * `load_predictor`: a `.keras` or `.tflite` model as a function from uint8 batches to logits;
+  * `upsampled_argmax`: logits resized bilinearly to the photo's own size, then the argmax.
+
+Errors are plain exceptions (FileNotFoundError, ValueError, `BadImage`); the scripts turn
+them into messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+import losses  # noqa: F401  (registers the custom losses a saved model may name)
+from errors import first_line
+
+Image.MAX_IMAGE_PIXELS = 400_000_000  # large camera and scanner images are legitimate input
+WHOLE_IMAGE_PIXELS = 4_000_000  # up to this size, logits are resized in one TensorFlow op
+BAND_ROWS = 256  # beyond it, rows of full-resolution logits held at once: bounds memory
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+class BadImage(ValueError):
+    """A file that cannot be read as an image; the message says why, in a few words."""
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def to_model_input(images: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """uint8 pixels -> float32 in [0, 1]: what every model of this project takes."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def resize_image(image: tf.Tensor | np.ndarray, size: int) -> tf.Tensor:
+    """Bilinear resize (antialiased when shrinking) of RGB images to uint8 (..., S, S, 3)."""
+    resized = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+# --------------------------------------------------------------------------- reading photos
+
+
+def read_photo(path: str | os.PathLike, at_least: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the photo as upright uint8 RGB, its (height, width) as a person sees it).
+
+    With `at_least`, a JPEG is decoded at the smallest of its 1/2, 1/4 or 1/8 scales that
+    keeps both sides at least that many pixels (libjpeg's DCT scaling): a 12-megapixel
+    photo for a 128-pixel model then costs a fraction of the time and memory. The returned
+    size is always the full one. Raises BadImage for a file that is not a readable image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
+                width, height = height, width
+            if at_least is not None:
+                image.draft("RGB", (at_least, at_least))  # JPEG only; a no-op for other formats
+            return np.asarray(to_rgb(ImageOps.exif_transpose(image))), (height, width)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise BadImage(describe_bad_image(path, error)) from error
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: 16-bit grey scaled down, not clipped; alpha dropped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max() > 255 else 255.0
+        image = Image.fromarray((values / top * 255).round().astype(np.uint8))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def describe_bad_image(path: Path, error: BaseException) -> str:
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file (or a format this tool does not read)"
+    return f"unreadable image ({first_line(error)})"
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A trained model as a function from uint8 (B, S, S, 3) images to float32 logits (B, S, S, C)."""
+
+    size: int
+    num_classes: int
+    run: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.run(images)
+
+
+def load_predictor(path: str | os.PathLike) -> Predictor:
+    """A `.keras` model, or a `.tflite` made by export.py, ready to predict."""
+    if Path(path).suffix.lower() == ".tflite":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            return tflite_predictor(path)
+        except (ValueError, RuntimeError, KeyError) as error:
+            raise ValueError(f"{path} is not a TFLite model made by export.py ({error})") from error
+    return keras_predictor(load_keras_model(path))
+
+
+def load_keras_model(path: str | os.PathLike) -> keras.Model:
+    """Loads a .keras file in safe mode, without its training configuration."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # a damaged or foreign file surfaces as many exception types
+        raise ValueError(f"{path} cannot be loaded as a Keras model ({first_line(error)})") from error
+
+
+def keras_predictor(model: keras.Model) -> Predictor:
+    size = model.input_shape[1]
+    if size is None or model.input_shape[2] != size:
+        raise ValueError(f"the model takes input of shape {model.input_shape[1:]}: a square size is needed")
+    predict = tf.function(lambda images: model(to_model_input(images), training=False),
+                          input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
+    return Predictor(size, int(model.output_shape[-1]), lambda images: predict(images).numpy())
+
+
+def tflite_predictor(model: bytes | str | os.PathLike) -> Predictor:
+    size, num_classes, run = tflite_runner(model)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([run(image[None])["logits"] for image in np.asarray(images)])
+
+    return Predictor(size, num_classes, predict)
+
+
+def tflite_runner(model: bytes | str | os.PathLike) -> tuple[int, int, Callable[[np.ndarray], dict[str, np.ndarray]]]:
+    """(input size, classes, a function from one uint8 (1, S, S, 3) image to the signature's outputs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter announces its successor package
+        if isinstance(model, bytes):
+            interpreter = tf.lite.Interpreter(model_content=model)
+        else:
+            interpreter = tf.lite.Interpreter(model_path=str(model))
+    runner = interpreter.get_signature_runner("serve")
+    size = int(runner.get_input_details()["images"]["shape"][1])
+    num_classes = int(runner.get_output_details()["logits"]["shape"][-1])
+    return size, num_classes, lambda image: runner(images=image)
+
+
+# --------------------------------------------------------------------------- back to the photo
+
+
+def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """argmax of the logits resized bilinearly to (height, width), as uint8 class indices.
+
+    Interpolating the logits, rather than enlarging a label map, gives smooth class borders.
+    The interpolation is tf.image.resize's (half-pixel centres). Photos above
+    WHOLE_IMAGE_PIXELS are done separably with two taps per axis, BAND_ROWS output rows at a
+    time: a 50-megapixel photo then needs a few megabytes, not gigabytes of float logits.
+    """
+    if height * width <= WHOLE_IMAGE_PIXELS:
+        return _resize_argmax(logits, tf.constant([height, width])).numpy()
+    channels = np.moveaxis(np.asarray(logits, np.float32), -1, 0)  # (C, h, w): each class contiguous
+    row_low, row_high, row_frac = linear_taps(height, channels.shape[1])
+    col_low, col_high, col_frac = linear_taps(width, channels.shape[2])
+    mask = np.empty((height, width), np.uint8)
+    for start in range(0, height, BAND_ROWS):
+        rows = slice(start, start + BAND_ROWS)
+        frac = row_frac[rows][None, :, None]
+        band = channels[:, row_low[rows]] * (1 - frac) + channels[:, row_high[rows]] * frac
+        full = band[:, :, col_low] * (1 - col_frac) + band[:, :, col_high] * col_frac  # (C, b, width)
+        best, winner = full[0], np.zeros(full.shape[1:], np.uint8)
+        for index in range(1, len(full)):  # first maximum wins, as np.argmax
+            better = full[index] > best
+            winner[better] = index
+            best = np.maximum(best, full[index])
+        mask[rows] = winner
+    return mask
+
+
+@tf.function(reduce_retracing=True)
+def _resize_argmax(logits: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.argmax(tf.image.resize(logits, size, method="bilinear"), axis=-1), tf.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position: the two source indices and the weight of the second."""
+    position = np.clip((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0, in_size - 1)
+    low = np.floor(position).astype(np.int64)
+    return low, np.minimum(low + 1, in_size - 1), (position - low).astype(np.float32)

@@ -1,0 +1,197 @@
+"""The training scripts' command line: options in groups, their checks, and `--resume`.
+
+`--resume DIR` re-parses the settings saved in DIR/config.json through the same parser, so
+a resumed run gets the same types and checks as a new one. Beside it, only the options that
+plan a longer run (`--epochs`, and `--fine-tune-epochs` for the MobileNetV2 script) may be
+given; any other is refused by name, since changing it halfway would make a run that no
+single command describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import augment
+import data
+import losses
+import recipe
+from errors import UserError, user_errors
+
+EXTENDABLE = ("epochs", "fine_tune_epochs")
+GROUPS = ("data", "model", "optimization", "devices", "output")
+
+
+def base_parser(script: str, description: str) -> argparse.ArgumentParser:
+    """The options every training script shares, in groups; scripts add their model's own."""
+    parser = argparse.ArgumentParser(
+        prog=f"{script}.py", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.set_defaults(script=script)
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    add = groups["data"].add_argument
+    add("--data", default=data.TFDS_NAME, help=(
+        f"'{data.TFDS_NAME}' (TensorFlow Datasets, downloaded on first use), 'synthetic' (generated "
+        "shapes, for smoke runs), or a folder: the official Oxford-IIIT Pet archives unpacked "
+        "(images/, annotations/), or your own images/ + masks/ (optionally under train/ and test/)"))
+    add("--image-size", type=int, default=128, help="side of the square the images are resized to")
+    add("--limit", type=int, default=None, help="use only the first N examples of each split (quick runs)")
+    add("--num-classes", type=int, default=3, help="classes in your own masks (Oxford-IIIT Pet and synthetic: 3)")
+    add("--mask-offset", type=int, default=None,
+        help="subtracted from stored mask values (default: 1 for Oxford-IIIT Pet trimaps, 0 for your own)")
+    add("--holdout-fraction", type=float, default=0.2,
+        help="share of a flat images/ + masks/ folder held out as the test split")
+    add("--augment", type=augment.parse_augmentations, default=",".join(augment.DEFAULT),
+        help="training augmentations, comma-separated, or 'none': " + "; ".join(
+            f"{name}: {what}" for name, what in augment.AUGMENTATIONS.items()))
+
+    add = groups["optimization"].add_argument
+    add("--epochs", type=int, default=20, help="training epochs (with --resume: raise the planned count)")
+    add("--batch-size", type=int, default=recipe.DEFAULT_BATCH_SIZE, help=(
+        "global batch size, split across devices; smaller batches give more steps per epoch, which "
+        "a few hundred images need (see BENCHMARKS.md)"))
+    add("--learning-rate", type=float, default=recipe.DEFAULT_LEARNING_RATE, help="peak learning rate")
+    add("--optimizer", choices=recipe.OPTIMIZERS, default=recipe.DEFAULT_OPTIMIZER,
+        help="adamw: Adam with decoupled weight decay; adam: the tutorial's")
+    add("--weight-decay", type=float, default=recipe.DEFAULT_WEIGHT_DECAY, help="AdamW's decoupled weight decay (adamw only)")
+    add("--schedule", choices=recipe.SCHEDULES, default=recipe.DEFAULT_SCHEDULE,
+        help="learning rate over each phase: cosine decay to zero, or constant (the tutorial's)")
+    add("--warmup-epochs", type=float, default=recipe.DEFAULT_WARMUP_EPOCHS,
+        help="linear warm-up from zero at the start of each phase, in epochs (fractions allowed)")
+    add("--bn-momentum", type=float, default=recipe.DEFAULT_BN_MOMENTUM, help=(
+        "momentum of the BatchNorm layers that train (Keras' default is 0.99); lower lets the moving "
+        "statistics catch up with the weights within the first epochs on small data"))
+    add("--loss", choices=losses.LOSS_NAMES, default="sce",
+        help="sce: sparse categorical cross-entropy; dice, focal, sce+dice: for imbalanced classes")
+    add("--class-weights", default=None,
+        help="per-class weights as '2,2,1', or 'balanced' (inverse class frequency in the training "
+        "masks); applied as a per-pixel sample-weight map")
+    add("--seed", type=int, default=None, help="seed for weights, shuffling and augmentation; none: a new draw each run")
+
+    add = groups["devices"].add_argument
+    add("--jit-compile", choices=("auto", "on", "off"), default="auto", help=(
+        "XLA compilation. auto: off on a CPU-only machine (measured with TensorFlow 2.21 on a 2-core "
+        "CPU: XLA made a training step of these models 2 to 3.5 times slower, see BENCHMARKS.md), "
+        "Keras' own choice when a GPU is present"))
+    add("--mixed-precision", action="store_true",
+        help="compute in float16 on GPUs (logits and loss stay float32); slower on CPUs")
+    add("--strategy", choices=("auto", "mirrored", "multiworker"), default="auto", help=(
+        "auto: MirroredStrategy when there are several GPUs, else one device; mirrored: all local "
+        "GPUs (or CPUs if none); multiworker: MultiWorkerMirroredStrategy configured by TF_CONFIG"))
+
+    add = groups["output"].add_argument
+    add("--output", default=None, help="run folder to create (default: runs/<script>-<timestamp>)")
+    add("--show", type=int, default=4, help="validation images drawn in predictions/epoch_NNN.png")
+    add("--resume", metavar="DIR", default=None, help=(
+        "continue the run in DIR from its last finished epoch, with its settings; only --epochs "
+        "(and --fine-tune-epochs) may be given beside it, to plan a longer run"))
+    return parser
+
+
+def group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """The parser's argument group of that title, for a script to add its model's options to."""
+    return next(g for g in parser._action_groups if g.title == title)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options, or with --resume the run's saved settings re-parsed by `parser`."""
+    given = given_options(parser, argv)
+    args = parser.parse_args(argv)
+    if args.resume is None:
+        check_options(args)
+        return args
+    run_dir = Path(args.resume)
+    extendable = [dest for dest in EXTENDABLE if dest in vars(args)]
+    refused = sorted(given - {"resume", *extendable})
+    if refused:
+        allowed = " and ".join(option_name(parser, dest) for dest in extendable)
+        raise UserError(f"--resume continues a run with its own settings; beside it only {allowed} may be given, "
+                        f"not {', '.join(option_name(parser, dest) for dest in refused)}")
+    saved = read_config(run_dir, args.script)
+    argv_again = settings_to_argv(parser, saved)
+    for dest in sorted(given & set(extendable)):
+        argv_again += [option_name(parser, dest), str(getattr(args, dest))]
+    resumed = parser.parse_args(argv_again)
+    resumed.resume = str(run_dir)
+    resumed.output = str(run_dir)
+    check_options(resumed)
+    for dest in extendable:
+        if resumed.__dict__[dest] < saved.get(dest, 0):
+            raise UserError(f"{option_name(parser, dest)} {resumed.__dict__[dest]} is below the {saved[dest]} "
+                            f"planned when the run in {run_dir} started; it can only be raised")
+    return resumed
+
+
+def read_config(run_dir: Path, script: str) -> dict:
+    config_file = run_dir / "config.json"
+    if not config_file.is_file() or not (run_dir / "state.json").is_file() or not (run_dir / "last.keras").is_file():
+        raise UserError(f"--resume {run_dir}: that folder holds no run to resume (no config.json, state.json and last.keras)")
+    with user_errors(f"--resume {run_dir}: {config_file} is not valid JSON", (json.JSONDecodeError,)):
+        saved = json.loads(config_file.read_text())
+    if saved.get("script") != script:
+        raise UserError(f"--resume {run_dir}: that run was made by {saved.get('script')}.py, not {script}.py")
+    return saved
+
+
+_UNSET = object()
+
+
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options written on the command line (abbreviations included).
+
+    argparse leaves an attribute that is already on the namespace alone unless its option
+    is given, so pre-filling every destination with a marker reveals which ones were.
+    """
+    namespace = argparse.Namespace(**{action.dest: _UNSET for action in parser._actions})
+    parsed = parser.parse_args(argv, namespace=namespace)
+    return {action.dest for action in parser._actions
+            if action.dest != "help" and getattr(parsed, action.dest, _UNSET) is not _UNSET}
+
+
+def settings_to_argv(parser: argparse.ArgumentParser, saved: dict) -> list[str]:
+    """The command-line words that reproduce saved settings, for the parser to check again."""
+    words: list[str] = []
+    for action in parser._actions:
+        if action.dest in ("help", "resume", "output") or action.dest not in saved or not action.option_strings:
+            continue
+        value = saved[action.dest]
+        if isinstance(action, argparse._StoreTrueAction):
+            words += [action.option_strings[-1]] if value else []
+        elif value is not None:
+            if isinstance(value, (list, tuple)):
+                text = ",".join(map(str, value)) if value else "none"
+            else:
+                text = str(value)
+            words += [action.option_strings[-1], text]
+    return words
+
+
+def option_name(parser: argparse.ArgumentParser, dest: str) -> str:
+    return next(action.option_strings[-1] for action in parser._actions if action.dest == dest)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Numbers argparse's types cannot check on their own, each named in its message."""
+    for name in ("image_size", "batch_size", "num_classes", "show", "epochs"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    for name in ("learning_rate",):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("weight_decay", "warmup_epochs"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if not 0.0 <= args.bn_momentum < 1.0:
+        raise UserError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
+    with user_errors():
+        data_options(args)
+
+
+def data_options(args: argparse.Namespace) -> data.DataOptions:
+    """The data options of a training run, built in this one place from the command line."""
+    return data.DataOptions(image_size=args.image_size, limit=args.limit, num_classes=args.num_classes,
+                            mask_offset=args.mask_offset, holdout_fraction=args.holdout_fraction)

@@ -1,0 +1,96 @@
+"""The training recipe: optimizer, learning-rate schedule and BatchNorm momentum, made in one place.
+
+Like timm's create_optimizer / create_scheduler, the training core asks this module for the
+parts of a phase instead of building them itself, so a new choice is a change here only.
+Each phase (frozen encoder, then fine-tuning) gets its own optimizer and its own schedule,
+which counts that phase's steps from zero: Keras' `optimizer.iterations` is saved with the
+model, so a resumed phase continues its schedule where it stopped.
+
+The defaults are the best measured on real photos (see BENCHMARKS.md, bench/quality.py).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "constant")
+DEFAULT_OPTIMIZER = "adamw"
+DEFAULT_SCHEDULE = "cosine"
+DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_WEIGHT_DECAY = 1e-4
+DEFAULT_WARMUP_EPOCHS = 1.0
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_BN_MOMENTUM = 0.9
+
+
+def create_schedule(
+    name: str, peak: float, total_steps: int, warmup_steps: int = 0
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """`peak` constant, or a linear warm-up to `peak` then a cosine decay to zero at `total_steps`.
+
+    The warm-up never takes more than half the phase.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}: use one of {', '.join(SCHEDULES)}")
+    if peak <= 0 or total_steps < 1:
+        raise ValueError(f"a schedule needs a positive peak and at least one step, got {peak} and {total_steps}")
+    if name == "constant":
+        return float(peak)
+    warmup_steps = int(min(max(warmup_steps, 0), total_steps // 2))
+    if warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total_steps, alpha=0.0)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=total_steps - warmup_steps, alpha=0.0, warmup_target=peak, warmup_steps=warmup_steps
+    )
+
+
+def create_optimizer(
+    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule, weight_decay: float = 0.0
+) -> keras.optimizers.Optimizer:
+    """AdamW (decoupled weight decay) or the tutorial's Adam; weight decay applies to AdamW only."""
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
+    """Sets the momentum of every BatchNorm layer that trains (nested models too); returns how many.
+
+    Frozen BatchNorm layers (a pretrained encoder's) keep theirs: they do not update. With a
+    few steps an epoch, Keras' default of 0.99 leaves a third of each moving average at its
+    initial value after 100 steps, so the model in inference mode is not the one that trained.
+    """
+    changed = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, layers.BatchNormalization) and layer.trainable:
+            layer.momentum = momentum
+            changed += 1
+    return changed
+
+
+def _all_layers(layer: keras.layers.Layer):
+    yield layer
+    if layer.trainable:  # a frozen sub-model's layers are frozen too
+        for child in getattr(layer, "layers", ()):
+            yield from _all_layers(child)
+
+
+def transfer_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer) -> None:
+    """Copies step count and moments into a freshly built optimizer of the same kind.
+
+    Used when a resumed run gets a new schedule (a longer plan): the step count and Adam's
+    moments carry over, so the phase continues rather than restarting.
+    """
+    if type(source) is not type(target):
+        raise ValueError(f"cannot continue a {type(source).__name__} as a {type(target).__name__}")
+    if len(source.variables) != len(target.variables):
+        raise ValueError(f"the saved optimizer has {len(source.variables)} variables, the new one "
+                         f"{len(target.variables)}: the model's trainable weights changed")
+    for old, new in zip(source.variables, target.variables):
+        if tuple(old.shape) != tuple(new.shape):
+            raise ValueError(f"optimizer variable {old.path} has shape {old.shape}, expected {new.shape}")
+        new.assign(old)
