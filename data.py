@@ -23,7 +23,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 import augment
 from errors import first_line
-from inference import IMAGE_EXTENSIONS, resize_image, to_model_input
+from inference import IMAGE_EXTENSIONS, BadImage, decode_photo, read_photo, resize_image, to_model_input
 
 TFDS_NAME = "oxford_iiit_pet"
 TFDS_VERSION = "4.*.*"
@@ -42,6 +42,14 @@ SPLITS = ("train", "test")
 # Formats tf.io.decode_image reads; anything else is skipped before training starts.
 DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 OXFORD_CLASS_NAMES = ("pet", "background", "border")
+VOC_CLASS_NAMES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+VOC_IGNORE = 255
+# In the pipeline's masks, a pixel whose stored value is the ignore label carries this label;
+# the losses and metrics leave it out (their ignore_class), and sample weights give it 0.
+IGNORED = 255
 
 
 class DataWarning(UserWarning):
@@ -68,6 +76,8 @@ class DataOptions:
     num_classes: classes in the masks (3 for Oxford-IIIT Pet and synthetic).
     mask_offset: subtracted from stored mask values; None: 1 for Oxford-IIIT Pet trimaps, 0 otherwise.
     holdout_fraction: share of a flat images/ + masks/ folder kept aside as the test split.
+    ignore_class: a stored mask value (before the offset) that counts in neither loss nor
+        metrics, e.g. 255 for Pascal VOC's outlines, or 3 to leave out the trimap's border.
     """
 
     image_size: int = 128
@@ -75,6 +85,7 @@ class DataOptions:
     num_classes: int = 3
     mask_offset: int | None = None
     holdout_fraction: float = 0.2
+    ignore_class: int | None = None
 
     def __post_init__(self) -> None:
         _check_positive("image_size", self.image_size)
@@ -83,12 +94,60 @@ class DataOptions:
             _check_positive("limit", self.limit)
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be between 0 and 1, got {self.holdout_fraction}")
+        if self.num_classes > IGNORED:
+            raise ValueError(f"num_classes must be at most {IGNORED}, got {self.num_classes}")
+        if self.ignore_class is not None and not 0 <= self.ignore_class <= 255:
+            raise ValueError(f"ignore_class must be a mask value from 0 to 255, got {self.ignore_class}")
 
     def offset_for(self, oxford: bool) -> int:
         """The mask offset in force: the option, else 1 for Oxford-IIIT Pet trimaps and 0 otherwise."""
         if self.mask_offset is not None:
             return self.mask_offset
         return 1 if oxford else 0
+
+    def labels(self, oxford: bool) -> "Labels":
+        labels = Labels(self.num_classes, self.offset_for(oxford), self.ignore_class)
+        if labels.ignore is not None and labels.offset <= labels.ignore < labels.offset + labels.num_classes:
+            raise ValueError(
+                f"the ignore value {labels.ignore} is also class {labels.ignore - labels.offset} (stored values "
+                f"{labels.offset}..{labels.offset + labels.num_classes - 1} are the {labels.num_classes} classes "
+                f"with mask offset {labels.offset}); choose a value outside them, or fewer classes")
+        return labels
+
+
+@dataclass(frozen=True)
+class Labels:
+    """How stored mask values become labels: minus the offset, the ignore value apart."""
+
+    num_classes: int
+    offset: int
+    ignore: int | None = None
+
+    def check(self, mask: np.ndarray, where: Path) -> None:
+        """Raises ValueError naming the file if the mask holds a value that is neither a class nor ignored."""
+        present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+        bad = [int(v) for v in present if not self.offset <= v < self.offset + self.num_classes and v != self.ignore]
+        if bad:
+            ignored = f", or the ignore value {self.ignore}" if self.ignore is not None else ""
+            raise ValueError(
+                f"mask {where} holds values {bad[:10]} outside the {self.num_classes} classes "
+                f"(values {self.offset}..{self.offset + self.num_classes - 1} expected with mask offset "
+                f"{self.offset}{ignored}); check the number of classes"
+            )
+
+    def to_labels(self, mask: np.ndarray) -> np.ndarray:
+        """Stored uint8 values -> uint8 labels, IGNORED where the mask holds the ignore value."""
+        shifted = (mask.astype(np.int16) - self.offset).astype(np.uint8)
+        return shifted if self.ignore is None else np.where(mask == self.ignore, IGNORED, shifted).astype(np.uint8)
+
+    def to_labels_tf(self, mask: tf.Tensor) -> tf.Tensor:
+        shifted = tf.cast(tf.cast(mask, tf.int32) - self.offset, tf.uint8)
+        return shifted if self.ignore is None else tf.where(tf.equal(mask, self.ignore), tf.constant(IGNORED, tf.uint8), shifted)
+
+    def to_counted(self, mask: np.ndarray) -> np.ndarray:
+        """Stored values -> int16 labels for counting, -1 (counted nowhere) where ignored."""
+        shifted = mask.astype(np.int16) - self.offset
+        return shifted if self.ignore is None else np.where(mask == self.ignore, -1, shifted).astype(np.int16)
 
 
 @dataclass(frozen=True)
@@ -97,6 +156,7 @@ class Split:
 
     examples: tf.data.Dataset
     count: int
+    ignore: bool = False
 
 
 # --------------------------------------------------------------------------- public API
@@ -138,7 +198,8 @@ def batches(
     """The split cached as uint8, then (training only) shuffled and augmented, batched and normalized.
 
     Evaluation batches (training=False) are never augmented. Sample weights are looked up
-    from the (augmented) masks, so they always match them pixel for pixel.
+    from the (augmented) masks, so they always match them pixel for pixel; ignored pixels
+    (label IGNORED) get weight 0.
     """
     _check_positive("batch_size", batch_size)
     ds = split.examples.cache()
@@ -150,10 +211,12 @@ def batches(
     ds = ds.map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
     if class_weights is not None:
         table = tf.constant(class_weights, tf.float32)
-        ds = ds.map(
-            lambda images, masks: (images, masks, tf.gather(table, masks)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+
+        def with_weights(images, masks):
+            weights = tf.gather(table, tf.minimum(masks, len(class_weights) - 1))
+            return images, masks, tf.where(tf.equal(masks, IGNORED), 0.0, weights)
+
+        ds = ds.map(with_weights, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -169,23 +232,33 @@ def load_split(source: str | os.PathLike, split: str, options: DataOptions = Dat
     name = os.fspath(source)
     size, limit = options.image_size, options.limit
     if name == SYNTHETIC:
+        options.labels(oxford=False)  # the ignore value may not be a class
         return _synthetic_split(split, size, limit)
     if name == TFDS_NAME:
-        return _tfds_split(split, size, limit, options.offset_for(oxford=True))
+        return _tfds_split(split, size, limit, options.labels(oxford=True))
+    root, layout, pairs = _folder_pairs(name, split, options)
+    labels = options.labels(oxford=layout == "oxford")
+    return _file_split(pairs, size, labels, f"{root} ({split} split)")
+
+
+def _folder_pairs(name: str, split: str, options: DataOptions) -> tuple[Path, str, list[Pair]]:
+    """The folder (a VOC parent resolved to VOC2012 itself), its layout and the split's pairs."""
     root = Path(name)
     if not root.is_dir():
         raise FileNotFoundError(
             f"data source {name!r} is neither {TFDS_NAME!r}, {SYNTHETIC!r} nor an existing folder"
         )
+    root = voc_root(root) or root
     layout = detect_layout(root)
     if layout == "oxford":
         pairs = _oxford_pairs(root, split)
+    elif layout == "voc":
+        pairs = _voc_pairs(root, split)
     else:
         pairs = _own_pairs(root, split, options.holdout_fraction)
-    if limit is not None:
-        pairs = pairs[:limit]
-    offset = options.offset_for(oxford=layout == "oxford")
-    return _file_split(pairs, size, options.num_classes, offset, f"{root} ({split} split)")
+    if options.limit is not None:
+        pairs = pairs[:options.limit]
+    return root, layout, pairs
 
 
 def is_oxford(source: str | os.PathLike) -> bool:
@@ -197,14 +270,41 @@ def is_oxford(source: str | os.PathLike) -> bool:
 
 
 def class_names(source: str | os.PathLike, options: DataOptions = DataOptions()) -> list[str]:
-    """Names for the classes: pet, background, border for Oxford-IIIT Pet and synthetic; else class_N."""
-    if options.num_classes == len(OXFORD_CLASS_NAMES) and (os.fspath(source) == SYNTHETIC or is_oxford(source)):
-        return list(OXFORD_CLASS_NAMES)
-    return [f"class_{index}" for index in range(options.num_classes)]
+    """Names for the classes: Oxford-IIIT Pet's and synthetic's, Pascal VOC's, else class_N.
+
+    Leaving out Oxford's border (ignore 3 with 2 classes) keeps the names pet and background.
+    """
+    count = options.num_classes
+    if os.fspath(source) == SYNTHETIC or is_oxford(source):
+        if count == len(OXFORD_CLASS_NAMES) or (count == 2 and options.ignore_class == 3 and options.mask_offset in (None, 1)):
+            return list(OXFORD_CLASS_NAMES[:count])
+    if is_voc(source) and count == len(VOC_CLASS_NAMES):
+        return list(VOC_CLASS_NAMES)
+    return [f"class_{index}" for index in range(count)]
+
+
+def is_voc(source: str | os.PathLike) -> bool:
+    name = os.fspath(source)
+    return name not in (TFDS_NAME, SYNTHETIC) and Path(name).is_dir() and voc_root(Path(name)) is not None
+
+
+def source_defaults(source: str | os.PathLike) -> dict:
+    """The number of classes and ignore value a source implies: Pascal VOC 21 and 255, else 3 and none."""
+    if is_voc(source):
+        return {"num_classes": len(VOC_CLASS_NAMES), "ignore_class": VOC_IGNORE}
+    return {"num_classes": len(OXFORD_CLASS_NAMES), "ignore_class": None}
+
+
+def voc_root(root: Path) -> Path | None:
+    """The folder of a Pascal VOC layout: `root` itself (e.g. VOCdevkit/VOC2012) or its one VOC* child."""
+    if _layout(root) == "voc":
+        return root
+    children = [child for child in sorted(root.glob("VOC*")) if child.is_dir() and _layout(child) == "voc"]
+    return children[0] if len(children) == 1 else None
 
 
 def detect_layout(root: Path) -> str:
-    """'oxford' (official archive layout), 'split' (train/ and test/ folders) or 'flat'."""
+    """'oxford' (official archive layout), 'voc' (Pascal VOC), 'split' (train/ and test/ folders) or 'flat'."""
     layout = _layout(root)
     if layout is not None:
         return layout
@@ -212,6 +312,7 @@ def detect_layout(root: Path) -> str:
         f"{root} matches no known data layout; expected one of:\n"
         "  images/ + annotations/trimaps/ + annotations/trainval.txt, test.txt "
         "(the official Oxford-IIIT Pet archives)\n"
+        "  JPEGImages/ + SegmentationClass/ + ImageSets/Segmentation/train.txt, val.txt (Pascal VOC)\n"
         "  train/images/ + train/masks/ (+ test/images/ + test/masks/)\n"
         "  images/ + masks/ (a held-out fraction becomes the test split)"
     )
@@ -220,6 +321,8 @@ def detect_layout(root: Path) -> str:
 def _layout(root: Path) -> str | None:
     if (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir():
         return "oxford"
+    if all((root / part).is_dir() for part in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")):
+        return "voc"
     if (root / "train" / "images").is_dir() and (root / "train" / "masks").is_dir():
         return "split"
     if (root / "images").is_dir() and (root / "masks").is_dir():
@@ -266,6 +369,72 @@ def balanced_class_weights(source: str | os.PathLike, options: DataOptions = Dat
     return [float(total / (num_classes * c)) if c else 1.0 for c in counts]
 
 
+@dataclass(frozen=True)
+class Photo:
+    """One example as a user of predict.py meets it, for judging a model at each photo's own size.
+
+    model_input: uint8 (S, S, 3), the pixels predict.py would give the model for this photo.
+    mask: int16 (H, W), the untouched true mask at the photo's own size, offset removed.
+    """
+
+    name: str
+    model_input: np.ndarray
+    mask: np.ndarray
+
+
+def photos(source: str | os.PathLike, split: str, options: DataOptions = DataOptions()) -> tuple[int, Iterator[Photo]]:
+    """(how many photos at most, the split's photos one by one), read lazily in full size.
+
+    The same sources, splits, limit and mask checks as `load_split`; an unreadable image is
+    skipped with a warning, as in training.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    name, size = os.fspath(source), options.image_size
+    if name == SYNTHETIC:
+        count = SYNTHETIC_SIZES[split] if options.limit is None else min(options.limit, SYNTHETIC_SIZES[split])
+        return count, (Photo(f"{split}_{i:04d}", *_int16_mask(*synthetic_example(i, split, size, size)))
+                       for i in range(count))
+    if name == TFDS_NAME:
+        return _tfds_photos(split, options)
+    root, layout, pairs = _folder_pairs(name, split, options)
+    if not pairs:
+        raise ValueError(f"{root} ({split} split) holds no usable image and mask pairs")
+    labels = options.labels(oxford=layout == "oxford")
+
+    def read() -> Iterator[Photo]:
+        for pair in pairs:
+            mask = _read_checked_mask(pair, labels)
+            if mask is None:
+                continue
+            try:
+                pixels, _ = read_photo(pair.image, model_size=size)
+            except BadImage as error:
+                _warn_skipped([pair.image], f"is not a readable image ({error})")
+                continue
+            yield Photo(pair.image.stem, resize_image(pixels, size).numpy(), labels.to_counted(mask))
+
+    return len(pairs), read()
+
+
+def _int16_mask(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return image, mask.astype(np.int16)
+
+
+def _tfds_photos(split: str, options: DataOptions) -> tuple[int, Iterator[Photo]]:
+    ds, count = _tfds_examples(split, options.limit)
+    labels, size = options.labels(oxford=True), options.image_size
+
+    def read() -> Iterator[Photo]:
+        for index, example in enumerate(ds.as_numpy_iterator()):
+            name = example.get("file_name", f"{split}_{index:05d}".encode())
+            model_input = resize_image(decode_photo(example["image"]), size).numpy()
+            mask = labels.to_counted(example["segmentation_mask"][..., 0])
+            yield Photo(Path(name.decode()).stem, model_input, mask)
+
+    return count, read()
+
+
 # --------------------------------------------------------------------------- resizing
 
 
@@ -283,20 +452,32 @@ def resize_mask_array(mask: np.ndarray, image_size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- TFDS
 
 
-def _tfds_split(split: str, image_size: int, limit: int | None, offset: int) -> Split:
+def _tfds_split(split: str, image_size: int, limit: int | None, labels: Labels) -> Split:
+    ds, count = _tfds_examples(split, limit)
+
+    def resize(example):
+        mask = labels.to_labels_tf(resize_mask(example["segmentation_mask"], image_size))
+        return resize_image(decode_photo(example["image"]), image_size), mask
+
+    return Split(ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE), count, labels.ignore is not None)
+
+
+def _tfds_examples(split: str, limit: int | None) -> tuple[tf.data.Dataset, int]:
+    """The split's examples with images still encoded, and how many there are.
+
+    TFDS would decode JPEGs with TensorFlow's fast IDCT; decode_photo gives the pixels
+    predict.py sees.
+    """
+    import tensorflow_datasets as tfds
+
     builder = _prepared_tfds_builder()
-    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
     if limit is not None:
         ds = ds.take(limit)
     count = int(ds.cardinality())
     if count < 0:  # TFDS states the size of its splits; a source that does not is counted once
         count = int(ds.reduce(0, lambda total, _: total + 1))
-
-    def resize(example):
-        mask = tf.cast(resize_mask(example["segmentation_mask"], image_size), tf.int32) - offset
-        return resize_image(example["image"], image_size), tf.cast(mask, tf.uint8)
-
-    return Split(ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE), count)
+    return ds, count
 
 
 def _prepared_tfds_builder():
@@ -357,6 +538,23 @@ def _oxford_pairs(root: Path, split: str) -> list[Pair]:
     return pairs
 
 
+def _voc_pairs(root: Path, split: str) -> list[Pair]:
+    """Pascal VOC: train.txt is the training split, val.txt the test split (VOC's test masks are not public)."""
+    list_file = root / "ImageSets" / "Segmentation" / ("train.txt" if split == "train" else "val.txt")
+    if not list_file.is_file():
+        raise FileNotFoundError(f"{list_file} is missing: Pascal VOC lists the {split} split there")
+    names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    pairs, missing = [], []
+    for name in names:
+        image, mask = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
+        if image.is_file() and mask.is_file():
+            pairs.append(Pair(image, mask))
+        else:
+            missing.append(image if not image.is_file() else mask)
+    _warn_skipped(missing, f"listed in {list_file} but missing")
+    return pairs
+
+
 def _own_pairs(root: Path, split: str, holdout_fraction: float) -> list[Pair]:
     if (root / "train" / "images").is_dir():
         folder = root / split
@@ -389,11 +587,11 @@ def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]
     return found
 
 
-def _file_split(pairs: list[Pair], image_size: int, num_classes: int, offset: int, where: str) -> Split:
+def _file_split(pairs: list[Pair], image_size: int, labels: Labels, where: str) -> Split:
     """Checks every pair before training starts, then decodes images lazily in parallel."""
     paths, masks = [], []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        for pair, mask in zip(pairs, pool.map(lambda p: _read_pair(p, num_classes, offset, image_size), pairs)):
+        for pair, mask in zip(pairs, pool.map(lambda p: _read_pair(p, labels, image_size), pairs)):
             if mask is not None:
                 paths.append(str(pair.image))
                 masks.append(mask)
@@ -402,16 +600,24 @@ def _file_split(pairs: list[Pair], image_size: int, num_classes: int, offset: in
     ds = tf.data.Dataset.from_tensor_slices((paths, np.stack(masks)))
 
     def decode(path, mask):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return resize_image(image, image_size), mask
+        return resize_image(decode_photo(tf.io.read_file(path)), image_size), mask
 
     # A file that passed the header check but whose data is truncated is dropped with a
     # logged warning instead of stopping the epoch.
-    return Split(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True), len(paths))
+    examples = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+    return Split(examples, len(paths), labels.ignore is not None)
 
 
-def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np.ndarray | None:
-    """The pair's resized mask, offset removed, or None (with a warning) for an unreadable file.
+def _read_pair(pair: Pair, labels: Labels, image_size: int) -> np.ndarray | None:
+    """The pair's resized mask as labels, or None (with a warning) for an unreadable file."""
+    mask = _read_checked_mask(pair, labels)
+    if mask is None:
+        return None
+    return labels.to_labels(resize_mask_array(mask, image_size))[..., None]  # nearest keeps the values
+
+
+def _read_checked_mask(pair: Pair, labels: Labels) -> np.ndarray | None:
+    """The pair's mask as stored (uint8, full size), or None (with a warning) for an unreadable file.
 
     Labels that are out of range, masks that are not class indices and image/mask size
     mismatches are errors: they mean the annotation is wrong, and training on it would be too.
@@ -442,16 +648,8 @@ def _read_pair(pair: Pair, num_classes: int, offset: int, image_size: int) -> np
             f"mask {pair.mask} is {mask_size[0]}x{mask_size[1]} but image {pair.image} is "
             f"{photo_size[0]}x{photo_size[1]}: a mask must have its image's size"
         )
-    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
-    bad = [int(value) for value in present if not offset <= value < offset + num_classes]
-    if bad:
-        raise ValueError(
-            f"mask {pair.mask} holds values {bad[:10]} outside the {num_classes} classes "
-            f"(values {offset}..{offset + num_classes - 1} expected with mask offset {offset}); "
-            "check the number of classes"
-        )
-    resized = resize_mask_array(mask, image_size)  # nearest: the values are kept, so shift after
-    return (resized.astype(np.int16) - offset).astype(np.uint8)[..., None]
+    labels.check(mask, pair.mask)
+    return mask
 
 
 def _warn_skipped(paths: Sequence[Path], why: str) -> None:

@@ -35,14 +35,12 @@ def first_line(error: BaseException) -> str:
 def message(error: BaseException) -> str:
     """An exception's whole text, or its type's name if it has none.
 
-    FileNotFoundError raised with a single argument keeps it as the message; one raised by
-    the operating system carries its file name separately, which is added here.
+    An OSError raised by the operating system reads `FILE: reason`, without Python's
+    `[Errno N]` prefix; one raised with a message of its own keeps it.
     """
-    text = str(error).strip() or type(error).__name__
-    filename = getattr(error, "filename", None)
-    if isinstance(error, OSError) and filename is not None and str(filename) not in text:
-        text = f"{filename}: {error.strerror or text}"
-    return text
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error).strip() or type(error).__name__
 
 
 @contextlib.contextmanager

@@ -21,8 +21,17 @@ class _WeightedPixelLoss(keras.losses.Loss):
 
     Keras would otherwise multiply the per-image values by a (B, H, W) weight map, which
     does not broadcast. Packing keeps Keras' own reduction, including its scaling of the
-    loss across replicas under a distribution strategy.
+    loss across replicas under a distribution strategy. Pixels labelled `ignore_class` count
+    nowhere: they get weight 0, and averages are taken over the other pixels only, as Keras'
+    own SparseCategoricalCrossentropy(ignore_class=...) does.
     """
+
+    def __init__(self, ignore_class: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.ignore_class = ignore_class
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_class": self.ignore_class}
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         labels = ops.cast(y_true, "float32")
@@ -37,16 +46,26 @@ class _WeightedPixelLoss(keras.losses.Loss):
     def call(self, packed, logits):
         labels = ops.cast(packed[..., 0], "int32")
         weights = packed[..., 1]
-        return self.per_image(labels, ops.cast(logits, "float32"), weights)
+        counted = ops.ones_like(weights)
+        if self.ignore_class is not None:
+            counted = ops.cast(ops.not_equal(labels, self.ignore_class), "float32")
+            labels = ops.where(ops.equal(labels, self.ignore_class), 0, labels)
+            weights = weights * counted
+        return self.per_image(labels, ops.cast(logits, "float32"), weights, counted)
 
-    def per_image(self, labels, logits, weights):
-        """(B,) loss values from labels (B, H, W), logits (B, H, W, C), weights (B, H, W)."""
+    def per_image(self, labels, logits, weights, counted):
+        """(B,) loss values from labels (B, H, W), logits (B, H, W, C), weights and counted pixels (B, H, W)."""
         raise NotImplementedError
 
 
-def _weighted_mean(values, weights):
-    """Mean over pixels of weight * value, as Keras averages weighted per-pixel losses."""
-    return ops.mean(ops.reshape(values * weights, (ops.shape(values)[0], -1)), axis=1)
+def _weighted_mean(values, weights, counted):
+    """Sum over the counted pixels of weight * value, divided by their number (0 if there is none).
+
+    With every pixel counted this is the mean Keras takes of weighted per-pixel losses.
+    """
+    batch = ops.shape(values)[0]
+    total = ops.sum(ops.reshape(values * weights, (batch, -1)), axis=1)
+    return total / ops.maximum(ops.sum(ops.reshape(counted, (batch, -1)), axis=1), 1.0)
 
 
 def _soft_dice_loss(labels, logits, weights, smooth):
@@ -67,7 +86,7 @@ class DiceLoss(_WeightedPixelLoss):
         super().__init__(name=name, **kwargs)
         self.smooth = smooth
 
-    def per_image(self, labels, logits, weights):
+    def per_image(self, labels, logits, weights, counted):
         return _soft_dice_loss(labels, logits, weights, self.smooth)
 
     def get_config(self):
@@ -82,10 +101,10 @@ class FocalLoss(_WeightedPixelLoss):
         super().__init__(name=name, **kwargs)
         self.gamma = gamma
 
-    def per_image(self, labels, logits, weights):
+    def per_image(self, labels, logits, weights, counted):
         cross_entropy = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         p_true = ops.exp(-cross_entropy)
-        return _weighted_mean((1.0 - p_true) ** self.gamma * cross_entropy, weights)
+        return _weighted_mean((1.0 - p_true) ** self.gamma * cross_entropy, weights, counted)
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
@@ -99,22 +118,22 @@ class CrossEntropyDiceLoss(_WeightedPixelLoss):
         super().__init__(name=name, **kwargs)
         self.smooth = smooth
 
-    def per_image(self, labels, logits, weights):
+    def per_image(self, labels, logits, weights, counted):
         cross_entropy = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        return _weighted_mean(cross_entropy, weights) + _soft_dice_loss(labels, logits, weights, self.smooth)
+        return _weighted_mean(cross_entropy, weights, counted) + _soft_dice_loss(labels, logits, weights, self.smooth)
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth}
 
 
-def get_loss(name: str) -> keras.losses.Loss:
-    """The loss called `name` on the command line (one of LOSS_NAMES)."""
+def get_loss(name: str, ignore_class: int | None = None) -> keras.losses.Loss:
+    """The loss called `name` on the command line (one of LOSS_NAMES); `ignore_class` labels count nowhere."""
     if name == "sce":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_class)
     if name == "dice":
-        return DiceLoss()
+        return DiceLoss(ignore_class=ignore_class)
     if name == "focal":
-        return FocalLoss()
+        return FocalLoss(ignore_class=ignore_class)
     if name == "sce+dice":
-        return CrossEntropyDiceLoss()
+        return CrossEntropyDiceLoss(ignore_class=ignore_class)
     raise ValueError(f"unknown loss {name!r}: use one of {', '.join(LOSS_NAMES)}")

@@ -12,20 +12,50 @@ from typing import Sequence
 
 import keras
 import numpy as np
+from keras import ops
 
 
-def segmentation_metrics(class_names: Sequence[str]) -> list[keras.metrics.Metric]:
-    """Pixel accuracy, mean IoU and each class's IoU, all on the argmax of the logits."""
+def segmentation_metrics(class_names: Sequence[str], ignore_class: int | None = None) -> list[keras.metrics.Metric]:
+    """Pixel accuracy, mean IoU and each class's IoU, all on the argmax of the logits.
+
+    Pixels labelled `ignore_class` count in none of them.
+    """
     count = len(class_names)
     metrics = [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        keras.metrics.MeanIoU(num_classes=count, sparse_y_pred=False, name="mean_iou"),
+        PixelAccuracy(ignore_class=ignore_class, name="accuracy"),
+        keras.metrics.MeanIoU(num_classes=count, sparse_y_pred=False, ignore_class=ignore_class, name="mean_iou"),
     ]
     metrics += [
-        keras.metrics.IoU(num_classes=count, target_class_ids=[index], sparse_y_pred=False, name=f"iou_{name}")
+        keras.metrics.IoU(num_classes=count, target_class_ids=[index], sparse_y_pred=False,
+                          ignore_class=ignore_class, name=f"iou_{name}")
         for index, name in enumerate(class_names)
     ]
     return metrics
+
+
+@keras.saving.register_keras_serializable(package="segmentation")
+class PixelAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Keras' sparse accuracy, leaving out pixels labelled `ignore_class`.
+
+    Written here because Keras' SparseCategoricalAccuracy, unlike its IoU metrics and its
+    cross-entropy, takes no ignore_class; it gets a zero weight for those pixels instead.
+    """
+
+    def __init__(self, ignore_class: int | None = None, name: str = "accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.ignore_class = ignore_class
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if self.ignore_class is not None:
+            labels = ops.reshape(y_true, ops.shape(y_pred)[:-1])
+            counted = ops.cast(ops.not_equal(labels, self.ignore_class), "float32")
+            if sample_weight is not None:
+                counted = counted * ops.reshape(ops.cast(sample_weight, "float32"), ops.shape(counted))
+            sample_weight = counted
+        return super().update_state(y_true, y_pred, sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_class": self.ignore_class}
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:

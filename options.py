@@ -38,11 +38,15 @@ def base_parser(script: str, description: str) -> argparse.ArgumentParser:
         "(images/, annotations/), or your own images/ + masks/ (optionally under train/ and test/)"))
     add("--image-size", type=int, default=128, help="side of the square the images are resized to")
     add("--limit", type=int, default=None, help="use only the first N examples of each split (quick runs)")
-    add("--num-classes", type=int, default=3, help="classes in your own masks (Oxford-IIIT Pet and synthetic: 3)")
+    add("--num-classes", type=int, default=None,
+        help="classes in the masks (default: 21 for Pascal VOC, 3 otherwise: Oxford-IIIT Pet and synthetic)")
     add("--mask-offset", type=int, default=None,
         help="subtracted from stored mask values (default: 1 for Oxford-IIIT Pet trimaps, 0 for your own)")
     add("--holdout-fraction", type=float, default=0.2,
         help="share of a flat images/ + masks/ folder held out as the test split")
+    add("--ignore-class", type=int, default=None, metavar="VALUE", help=(
+        "a stored mask value (before --mask-offset) whose pixels count in neither loss nor metrics: "
+        "255 for Pascal VOC (its default), or 3 with --num-classes 2 to leave out Oxford's border"))
     add("--augment", type=augment.parse_augmentations, default=",".join(augment.DEFAULT),
         help="training augmentations, comma-separated, or 'none': " + "; ".join(
             f"{name}: {what}" for name, what in augment.AUGMENTATIONS.items()))
@@ -100,6 +104,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     given = given_options(parser, argv)
     args = parser.parse_args(argv)
     if args.resume is None:
+        resolve_source_defaults(args)
         check_options(args)
         return args
     run_dir = Path(args.resume)
@@ -172,6 +177,15 @@ def option_name(parser: argparse.ArgumentParser, dest: str) -> str:
     return next(action.option_strings[-1] for action in parser._actions if action.dest == dest)
 
 
+def resolve_source_defaults(args: argparse.Namespace) -> None:
+    """Fills --num-classes and --ignore-class from what the data source implies, once, for config.json."""
+    defaults = data.source_defaults(args.data)
+    if args.num_classes is None:
+        args.num_classes = defaults["num_classes"]
+    if args.ignore_class is None:
+        args.ignore_class = defaults["ignore_class"]
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Numbers argparse's types cannot check on their own, each named in its message."""
     for name in ("image_size", "batch_size", "num_classes", "show", "epochs"):
@@ -188,10 +202,13 @@ def check_options(args: argparse.Namespace) -> None:
     if not 0.0 <= args.bn_momentum < 1.0:
         raise UserError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
     with user_errors():
-        data_options(args)
+        options = data_options(args)
+    with user_errors(f"--ignore-class {args.ignore_class}"):
+        options.labels(oxford=data.is_oxford(args.data))
 
 
 def data_options(args: argparse.Namespace) -> data.DataOptions:
     """The data options of a training run, built in this one place from the command line."""
     return data.DataOptions(image_size=args.image_size, limit=args.limit, num_classes=args.num_classes,
-                            mask_offset=args.mask_offset, holdout_fraction=args.holdout_fraction)
+                            mask_offset=args.mask_offset, holdout_fraction=args.holdout_fraction,
+                            ignore_class=args.ignore_class)

@@ -125,7 +125,7 @@ def segment(predictor: Predictor, jobs: list[Job], *, batch_size: int) -> Summar
 
     def read(index: int) -> tuple[np.ndarray, tuple[int, int]] | str:
         try:
-            return read_photo(jobs[index].source, at_least=size)
+            return read_photo(jobs[index].source, model_size=size)
         except BadImage as error:
             return str(error)
 

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -64,6 +65,17 @@ class RunDir:
     def save_model(self, model: keras.Model, name: str) -> None:
         with atomic_path(self.path / name) as temporary:
             model.save(temporary)
+
+    def copy_file(self, source: str, name: str) -> None:
+        """`name` becomes the same file as `source`: a hard link (no second write), else a copy.
+
+        The next save of `source` replaces it with a new file, so `name` keeps this version.
+        """
+        with atomic_path(self.path / name) as temporary:
+            try:
+                os.link(self.path / source, temporary)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(self.path / source, temporary)
 
     def read_history(self) -> list[dict]:
         """Rows of the finished epochs only: a row past state.json's count was never committed."""
@@ -113,7 +125,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.save_model(self.model, "last.keras")
         if row.get("val_mean_iou", -1.0) > self.best:
             self.best = row["val_mean_iou"]
-            self.run.save_model(self.model, "best.keras")
+            self.run.copy_file("last.keras", "best.keras")
         self.run.write_history(self.history)
         visualize.save_curves(self.run.path / "curves.png", self.history)
         predicted = np.argmax(self.model.predict_on_batch(to_model_input(self.images)), axis=-1)

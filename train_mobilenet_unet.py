@@ -14,6 +14,8 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
+import keras  # noqa: E402
+
 import options  # noqa: E402
 import training  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
@@ -55,7 +57,8 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
     return model
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
+    """Trains as the command line says; `callbacks` join Keras' fit (benchmarks time and score epochs)."""
     args = options.parse_args(build_parser(), argv)
     if args.fine_tune_epochs < 0 or args.fine_tune_learning_rate <= 0:
         raise UserError("--fine-tune-epochs must be 0 or more and --fine-tune-learning-rate positive")
@@ -65,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_encoder_trainable(model, True, batchnorm=from_scratch(args))
 
         phases.append(training.Phase(args.epochs + args.fine_tune_epochs, args.fine_tune_learning_rate, unfreeze_encoder))
-    return training.train(args, build_model, phases)
+    return training.train(args, build_model, phases, callbacks=callbacks)
 
 
 if __name__ == "__main__":

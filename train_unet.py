@@ -12,6 +12,8 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
+import keras  # noqa: E402
+
 import options  # noqa: E402
 import training  # noqa: E402
 from errors import run_cli, user_errors  # noqa: E402
@@ -44,9 +46,10 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
         return build_unet(input_shape, num_classes, filters=args.filters)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
+    """Trains as the command line says; `callbacks` join Keras' fit (benchmarks time and score epochs)."""
     args = options.parse_args(build_parser(), argv)
-    return training.train(args, build_model)
+    return training.train(args, build_model, callbacks=callbacks)
 
 
 if __name__ == "__main__":

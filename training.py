@@ -21,13 +21,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import augment
 import data
+import evaluation
 import losses
 import metrics
 import recipe
 from errors import UserError, user_errors
 from files import write_json
+from inference import keras_predictor
 from options import data_options
 from progress import keras_verbose
 from rundir import RunDir, RunRecorder
@@ -80,10 +81,11 @@ def compile_phase(model: keras.Model, args: argparse.Namespace, learning_rate: f
     """Compiles with a fresh optimizer whose schedule spans this phase's `phase_steps`."""
     schedule = recipe.create_schedule(args.schedule, learning_rate, phase_steps,
                                       round(args.warmup_epochs * steps_per_epoch))
+    ignored = data.IGNORED if getattr(args, "ignore_class", None) is not None else None
     model.compile(
         optimizer=recipe.create_optimizer(args.optimizer, schedule, args.weight_decay),
-        loss=losses.get_loss(args.loss),
-        metrics=metrics.segmentation_metrics(class_names),
+        loss=losses.get_loss(args.loss, ignore_class=ignored),
+        metrics=metrics.segmentation_metrics(class_names, ignore_class=ignored),
         jit_compile=resolve_jit_compile(args.jit_compile),
     )
 
@@ -127,7 +129,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         if args.resume:
             model = run.load_last_model()
         else:
-            model = build_model(args, (args.image_size, args.image_size, 3), args.num_classes)
+            model = build_model(args, (args.image_size, args.image_size, 3), options.num_classes)
             recipe.set_batchnorm_momentum(model, args.bn_momentum)
 
     with user_errors(f"--data {args.data}"):
@@ -178,9 +180,13 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
 
     print(f"evaluating on the test split ({args.data})")
     results = model.evaluate(val_ds, return_dict=True, verbose=verbose)
+    with user_errors(f"--data {args.data}"):
+        count, test_photos = data.photos(args.data, "test", options)
+        original = evaluation.evaluate(keras_predictor(model), test_photos, names, count=count).figures()["original_size"]
     write_json(run.path / "metrics.json",
-               run_metrics(args, model, results, run, names, time.perf_counter() - started))
-    print(f"test mean IoU {results['mean_iou']:.4f}, pixel accuracy {results['accuracy']:.4f}; run folder: {run.path}")
+               run_metrics(args, model, results, original, run, names, time.perf_counter() - started))
+    print(f"test mean IoU {results['mean_iou']:.4f}, pixel accuracy {results['accuracy']:.4f} at {args.image_size} px; "
+          f"at each photo's own size {original['mean_iou']:.4f} and {original['accuracy']:.4f}; run folder: {run.path}")
     return 0
 
 
@@ -191,7 +197,7 @@ def _distributable(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
-def run_metrics(args: argparse.Namespace, model: keras.Model, results: dict, run: RunDir,
+def run_metrics(args: argparse.Namespace, model: keras.Model, results: dict, original_size: dict, run: RunDir,
                 names: Sequence[str], seconds: float) -> dict:
     history = run.read_history()
     best = max(history, key=lambda row: row.get("val_mean_iou", -1.0), default={})
@@ -202,6 +208,7 @@ def run_metrics(args: argparse.Namespace, model: keras.Model, results: dict, run
             "mean_iou": float(results["mean_iou"]),
             "iou_per_class": {name: float(results[f"iou_{name}"]) for name in names},
             "evaluated_model": "last.keras",
+            "original_size": original_size,
         },
         "epochs_completed": run.completed_epochs(),
         "best_epoch": best.get("epoch"),

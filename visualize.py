@@ -34,11 +34,17 @@ PALETTE = np.array(
 
 
 def colorize(mask: np.ndarray) -> np.ndarray:
-    """An (H, W) or (H, W, 1) class-index mask as an (H, W, 3) uint8 RGB picture."""
+    """An (H, W) or (H, W, 1) class-index mask as an (H, W, 3) uint8 RGB picture.
+
+    Negative values (pixels that belong to no class, e.g. an ignore label) are drawn white.
+    """
     mask = np.asarray(mask)
     if mask.ndim == 3:
         mask = mask[..., 0]
-    return PALETTE[mask.astype(np.int64) % len(PALETTE)]
+    indices = mask.astype(np.int64)
+    picture = PALETTE[indices % len(PALETTE)]
+    picture[indices < 0] = 255
+    return picture
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -66,9 +72,10 @@ def save_curves(path: str | os.PathLike, history: Sequence[Mapping[str, float]])
 
 
 def save_prediction_panel(
-    path: str | os.PathLike, images: np.ndarray, true_masks: np.ndarray, predicted_masks: np.ndarray, title: str
+    path: str | os.PathLike, images: np.ndarray, true_masks: np.ndarray, predicted_masks: np.ndarray, title: str,
+    row_titles: Sequence[str] | None = None,
 ) -> None:
-    """One row per example: input, true mask, predicted mask."""
+    """One row per example: input, true mask, predicted mask (pixels outside the classes drawn white)."""
     rows = len(images)
     figure, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), squeeze=False)
     for row in range(rows):
@@ -78,7 +85,30 @@ def save_prediction_panel(
             axes[row, col].axis("off")
             if row == 0:
                 axes[row, col].set_title(name)
+        if row_titles is not None:
+            axes[row, 0].set_title(row_titles[row] if row else f"Input\n{row_titles[row]}", fontsize=9)
     figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0, 1, 0.98))
+    _save(figure, path)
+
+
+def save_confusion_matrix(path: str | os.PathLike, matrix: np.ndarray, class_names: Sequence[str], title: str) -> None:
+    """Each true class's pixels by predicted class, as shares of the row (rows = truth)."""
+    matrix = np.asarray(matrix, np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    side = max(4.0, 0.5 * len(class_names) + 2)
+    figure, ax = plt.subplots(figsize=(side + 1, side))
+    shown = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if len(class_names) <= 12:
+        for (row, col), share in np.ndenumerate(shares):
+            ax.text(col, row, f"{share:.2f}", ha="center", va="center", color="white" if share > 0.5 else "black")
+    figure.colorbar(shown, ax=ax, fraction=0.046)
+    ax.set_title(title)
     figure.tight_layout()
     _save(figure, path)
 

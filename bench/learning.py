@@ -28,8 +28,8 @@ import train_unet  # noqa: E402
 
 def majority_class_mean_iou(image_size: int) -> float:
     """Mean IoU over the 3 classes of predicting the most frequent training class everywhere."""
-    train = np.concatenate([m.numpy().ravel() for _, m in data.load_examples("synthetic", "train", image_size=image_size)])
-    test = np.concatenate([m.numpy().ravel() for _, m in data.load_examples("synthetic", "test", image_size=image_size)])
+    train = np.concatenate([m.numpy().ravel() for _, m in data.load_examples("synthetic", "train", data.DataOptions(image_size=image_size))])
+    test = np.concatenate([m.numpy().ravel() for _, m in data.load_examples("synthetic", "test", data.DataOptions(image_size=image_size))])
     majority = np.bincount(train, minlength=3).argmax()
     ious = [np.mean(test == c) if c == majority else 0.0 for c in range(3)]  # IoU of the class everywhere = its share
     return float(np.mean(ious))

@@ -35,7 +35,7 @@ def resident_mb() -> float:
 def project_pipeline(folder: Path):
     import data
 
-    return data.build_dataset(folder, "train", image_size=128, batch_size=64, training=True, seed=0)
+    return data.build_dataset(folder, "train", data.DataOptions(image_size=128), batch_size=64, training=True, seed=0)
 
 
 def tutorial_pipeline(folder: Path, stop_before_cache: bool = False):
@@ -89,7 +89,7 @@ def cached_spec(variant: str, folder: Path):
     if variant == "project":
         import data
 
-        return data.load_examples(folder, "train", image_size=128).element_spec
+        return data.load_examples(folder, "train", data.DataOptions(image_size=128)).element_spec
     return tutorial_pipeline(folder, stop_before_cache=True).element_spec
 
 

@@ -131,18 +131,22 @@ def test_mask_offset_and_num_classes_are_parameters(tmp_path):
 
 
 def realistic_pets(builder, split, decoders=None, read_config=None, shuffle_files=False):
-    """Examples of the real dataset's form: one size for image and mask, trimap values 1..3."""
+    """Examples of the real dataset's form: one size for image and mask, trimap values 1..3, and
+    the image still JPEG-encoded, as TFDS gives it with the SkipDecoding that data.py asks for."""
+    import tensorflow_datasets as tfds
+
+    assert isinstance(decoders["image"], tfds.decode.SkipDecoding)
     rng = np.random.default_rng(0)
     examples = []
     for height, width in ((50, 70), (64, 40), (33, 33)):
         mask = np.full((height, width, 1), 2, np.uint8)
         mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
         mask[height // 4, width // 4: 3 * width // 4] = 3
-        examples.append({"image": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-                         "segmentation_mask": mask})
+        image = tf.io.encode_jpeg(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).numpy()
+        examples.append({"image": image, "segmentation_mask": mask})
     return tf.data.Dataset.from_generator(
         lambda: iter(examples),
-        output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
+        output_signature={"image": tf.TensorSpec((), tf.string),
                           "segmentation_mask": tf.TensorSpec((None, None, 1), tf.uint8)})
 
 

@@ -83,3 +83,34 @@ def test_losses_serialize_with_their_settings():
     loss = losses.FocalLoss(gamma=3.0)
     again = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(again, losses.FocalLoss) and again.gamma == 3.0
+
+
+# ---------------------------------------------------------------- the ignore label
+
+# The same two pixels plus a third labelled 255 (ignored) whose logits would cost a lot.
+IGNORE_LABELS = np.array([[[[0], [1], [255]]]], np.int32)
+IGNORE_LOGITS = np.array([[[[np.log(3.0), 0.0], [0.0, 0.0], [-9.0, 9.0]]]], np.float32)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("sce", CE.mean()),  # the mean over the two counted pixels, not over three
+    ("focal", (((1 - np.exp(-CE)) ** 2) * CE).mean()),
+    ("dice", dice_by_hand([1.0, 1.0])),
+    ("sce+dice", CE.mean() + dice_by_hand([1.0, 1.0])),
+])
+def test_every_loss_leaves_the_ignored_pixel_out(name, expected):
+    loss = losses.get_loss(name, ignore_class=255)
+    assert float(loss(IGNORE_LABELS, IGNORE_LOGITS)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ignored_pixels_carry_no_weight_with_class_weights_too():
+    weights = np.array([[[[2.0], [1.0], [5.0]]]], np.float32)
+    loss = losses.get_loss("focal", ignore_class=255)
+    focal = ((1 - np.exp(-CE)) ** 2) * CE
+    assert float(loss(IGNORE_LABELS, IGNORE_LOGITS, sample_weight=weights)) == pytest.approx(
+        (2 * focal[0] + focal[1]) / 2, rel=1e-5)
+
+
+def test_ignore_class_is_saved_with_the_loss():
+    restored = losses.DiceLoss.from_config(losses.get_loss("dice", ignore_class=255).get_config())
+    assert restored.ignore_class == 255

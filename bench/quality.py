@@ -1,0 +1,178 @@
+"""Quality per training minute on real photos: the tutorial's recipe against the project's defaults.
+
+Trains on ../shared/data/oxford-pets-300 (240 training photos) and scores every run on its
+60 validation photos at each photo's own size (logits resized back, as predict.py does),
+after every epoch. The scoring is not counted in the times.
+
+  * tutorial: the TensorFlow tutorial's way: images and masks resized bilinearly (masks
+    truncated to labels by the loss), flips, batch 64, constant Adam at 1e-3, no validation;
+    the MobileNetV2 encoder is fed [0, 1] as in the tutorial, the U-Net is the project's;
+  * defaults: the training script with no recipe options;
+  * the variants: the defaults with one change undone, to show what each is worth.
+
+Times are whole runs (data loading and the final evaluation included) on this machine; the
+ratio is to the tutorial run of the same model. "to tutorial" is the training time after
+which the run's mean IoU first reaches the tutorial run's final one.
+
+    python bench/quality.py [--models mobilenet,unet] [--variants] [--epochs 20] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, machine, print_table
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
+
+import data  # noqa: E402
+import evaluation  # noqa: E402
+import train_mobilenet_unet  # noqa: E402
+import train_unet  # noqa: E402
+from inference import keras_predictor  # noqa: E402
+from models import build_unet  # noqa: E402
+from models.blocks import upsample  # noqa: E402
+from models.mobilenet_unet import DECODER_FILTERS, build_encoder  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "oxford-pets-300"
+WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_1.0_224_no_top.h5"
+SIZE = 128
+VARIANTS = {  # each undoes one part of the default recipe
+    "defaults, flips only (no scale, colour)": ["--augment", "flip"],
+    "defaults, BatchNorm momentum 0.99": ["--bn-momentum", "0.99"],
+    "defaults, batch 64": ["--batch-size", "64"],
+    "defaults, constant Adam (no AdamW, cosine, warm-up)": ["--optimizer", "adam", "--schedule", "constant",
+                                                            "--warmup-epochs", "0"],
+}
+
+
+class EpochScores(keras.callbacks.Callback):
+    """After each epoch: mean IoU at each photo's own size, and the training time so far."""
+
+    def __init__(self, photos: list[data.Photo], started: float):
+        super().__init__()
+        self.photos, self.started, self.scoring, self.rows = photos, started, 0.0, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        begun = time.perf_counter()
+        figures = evaluation.evaluate(keras_predictor(self.model), self.photos, list(data.OXFORD_CLASS_NAMES))
+        self.rows.append({"epoch": epoch + 1, "seconds": begun - self.started - self.scoring,
+                          **figures.figures()["original_size"]})
+        self.scoring += time.perf_counter() - begun
+
+
+# --------------------------------------------------------------------------- the tutorial's recipe
+
+
+def tutorial_dataset(seed: int) -> tf.data.Dataset:
+    """The tutorial's pipeline on the archive folder: bilinear masks, flips by two seeded layers."""
+    pairs = data._oxford_pairs(DATA, "train")
+
+    def load(image_path, mask_path):
+        image = tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3), (SIZE, SIZE))
+        mask = tf.image.resize(tf.io.decode_png(tf.io.read_file(mask_path), channels=1), (SIZE, SIZE))
+        return image / 255.0, mask - 1.0
+
+    flip_images = layers.RandomFlip("horizontal", seed=42)
+    flip_masks = layers.RandomFlip("horizontal", seed=42)
+    ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in pairs], [str(p.mask) for p in pairs]))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache().shuffle(1000, seed=seed).batch(64)
+    return ds.map(lambda x, y: (flip_images(x), flip_masks(y))).prefetch(tf.data.AUTOTUNE)
+
+
+def tutorial_mobilenet() -> keras.Model:
+    """The tutorial's model: the encoder fed [0, 1] straight, no rescaling to MobileNetV2's [-1, 1]."""
+    encoder = build_encoder((SIZE, SIZE, 3), str(WEIGHTS))
+    encoder.trainable = False
+    inputs = keras.Input((SIZE, SIZE, 3))
+    *skips, x = encoder(inputs)
+    for filters, skip in zip(DECODER_FILTERS, reversed(skips)):
+        x = layers.Concatenate()([upsample(filters, 3)(x), skip])
+    return keras.Model(inputs, layers.Conv2DTranspose(3, 3, strides=2, padding="same")(x))
+
+
+def run_tutorial(model_name: str, epochs: int, seed: int, photos: list[data.Photo]) -> dict:
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    model = tutorial_mobilenet() if model_name == "mobilenet" else build_unet((SIZE, SIZE, 3), 3)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)
+    scores = EpochScores(photos, started)
+    model.fit(tutorial_dataset(seed), epochs=epochs, callbacks=[scores], verbose=0)
+    return {"rows": scores.rows, "seconds": time.perf_counter() - started - scores.scoring}
+
+
+# --------------------------------------------------------------------------- the project's scripts
+
+
+def run_script(model_name: str, extra: list[str], epochs: int, seed: int, photos: list[data.Photo]) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        argv = ["--data", str(DATA), "--image-size", str(SIZE), "--epochs", str(epochs), "--seed", str(seed),
+                "--output", str(Path(folder) / "run"), *extra]
+        module = train_mobilenet_unet if model_name == "mobilenet" else train_unet
+        if model_name == "mobilenet":
+            argv += ["--encoder-weights", str(WEIGHTS)]
+        started = time.perf_counter()
+        scores = EpochScores(photos, started)
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert module.main(argv, callbacks=[scores]) == 0
+        seconds = time.perf_counter() - started - scores.scoring
+        final = json.loads((Path(folder) / "run" / "metrics.json").read_text())["test"]["original_size"]
+    return {"rows": scores.rows, "seconds": seconds, "final": final}
+
+
+def summary(name: str, model_name: str, result: dict, tutorial: dict | None) -> list:
+    last = result["rows"][-1]
+    target = (tutorial or result)["rows"][-1]["mean_iou"]
+    reached = next((row["seconds"] for row in result["rows"] if row["mean_iou"] >= target), None)
+    ious = last["iou_per_class"]
+    ratio = result["seconds"] / tutorial["seconds"] if tutorial else 1.0
+    return [model_name, name, round(last["mean_iou"], 3), round(last["accuracy"], 3),
+            " / ".join(f"{ious[c]:.2f}" for c in data.OXFORD_CLASS_NAMES), f"{result['seconds']:.0f}",
+            f"{ratio:.2f}", "-" if reached is None else f"{reached:.0f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mobilenet,unet", help="mobilenet, unet or both (default: both)")
+    parser.add_argument("--variants", action="store_true", help="also run the defaults with one change undone each")
+    parser.add_argument("--epochs", type=int, default=20, help="default: 20")
+    parser.add_argument("--seed", type=int, default=1, help="default: 1")
+    parser.add_argument("--json", default=None, help="also write every epoch's scores to this file")
+    args = parser.parse_args()
+    if not (DATA / "images").is_dir() or not WEIGHTS.is_file():
+        raise SystemExit(f"needs {DATA} and {WEIGHTS}")
+    count, photo_iter = data.photos(DATA, "test", data.DataOptions(image_size=SIZE))
+    photos = list(photo_iter)
+    rows, everything = [], {}
+    for model_name in args.models.split(","):
+        tutorial = run_tutorial(model_name, args.epochs, args.seed, photos)
+        everything[f"{model_name}: tutorial"] = tutorial
+        rows.append(summary("tutorial recipe", model_name, tutorial, None))
+        runs = {"defaults": []}
+        if args.variants:
+            runs.update(VARIANTS)
+        for name, extra in runs.items():
+            result = run_script(model_name, extra, args.epochs, args.seed, photos)
+            everything[f"{model_name}: {name}"] = result
+            rows.append(summary(name, model_name, result, tutorial))
+            print(rows[-1], flush=True)
+    print(f"\nmachine: {machine()}")
+    print_table(f"Quality on {len(photos)} validation photos of oxford-pets-300 at each photo's own size, "
+                f"{args.epochs} epochs at {SIZE} px, seed {args.seed}",
+                ["model", "recipe", "mean IoU", "pixel accuracy", "IoU pet / background / border", "seconds",
+                 "time ratio", "s to tutorial's IoU"], rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(everything, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""options.py: grouped options, checks, and --resume re-parsed through the same parser."""
+
+import json
+
+import pytest
+
+import options
+import train_mobilenet_unet
+import train_unet
+from conftest import run_main
+from errors import UserError
+
+
+def saved_run(folder, script="train_unet", **settings):
+    """A run folder as training leaves it, with config.json from a real parse."""
+    parser = train_unet.build_parser() if script == "train_unet" else train_mobilenet_unet.build_parser()
+    args = parser.parse_args([f"--{k.replace('_', '-')}={v}" for k, v in settings.items()])
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(vars(args)))
+    (folder / "state.json").write_text(json.dumps({"completed_epochs": 1}))
+    (folder / "last.keras").write_bytes(b"")
+    return folder
+
+
+def test_help_groups_the_options():
+    text = train_mobilenet_unet.build_parser().format_help()
+    for title in options.GROUPS:
+        assert f"\n{title}:\n" in text
+    model_part = text.split("\nmodel:\n")[1].split("\noptimization:\n")[0]
+    assert "--encoder-weights" in model_part and "--fine-tune-epochs" not in model_part
+    assert "--fine-tune-epochs" in text.split("\noptimization:\n")[1].split("\ndevices:\n")[0]
+    assert "--filters" in train_unet.build_parser().format_help().split("\nmodel:\n")[1].split("\noptimization:\n")[0]
+
+
+def test_resume_reparses_saved_settings_with_their_types(tmp_path):
+    run = saved_run(tmp_path / "run", filters="4,8,8,8,8,8", epochs=3, augment="flip,color", seed=5)
+    args = options.parse_args(train_unet.build_parser(), ["--resume", str(run)])
+    assert args.filters == (4, 8, 8, 8, 8, 8) and args.epochs == 3 and args.seed == 5
+    assert args.augment == ("flip", "color") and args.output == str(run) and args.resume == str(run)
+
+
+def test_resume_keeps_an_empty_augmentation_list(tmp_path):
+    run = saved_run(tmp_path / "run", augment="none")
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).augment == ()
+
+
+def test_resume_takes_a_higher_epoch_count(tmp_path):
+    run = saved_run(tmp_path / "run", epochs=3)
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run), "--epochs", "7"]).epochs == 7
+    mobilenet = saved_run(tmp_path / "m", script="train_mobilenet_unet", epochs=3, fine_tune_epochs=2)
+    args = options.parse_args(train_mobilenet_unet.build_parser(), ["--resume", str(mobilenet), "--fine-tune-epochs", "4"])
+    assert (args.epochs, args.fine_tune_epochs) == (3, 4)
+
+
+def test_resume_refuses_a_lower_epoch_count(tmp_path):
+    run = saved_run(tmp_path / "run", epochs=5)
+    with pytest.raises(UserError, match="--epochs 4 is below the 5 planned when the run .* started; it can only be raised"):
+        options.parse_args(train_unet.build_parser(), ["--resume", str(run), "--epochs", "4"])
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--learning-rate", "0.1"], "--learning-rate"),
+    (["--learning-r=0.1"], "--learning-rate"),  # an abbreviation is still that option
+    (["--batch-size", "2", "--seed", "3"], "--batch-size, --seed"),
+    (["--mixed-precision"], "--mixed-precision"),
+])
+def test_resume_refuses_other_options_by_name(tmp_path, capsys, extra, named):
+    run = saved_run(tmp_path / "run")
+    status, _, err = run_main(train_unet.main, ["--resume", run, *extra], capsys)
+    assert status == 2
+    assert f"beside it only --epochs may be given, not {named}" in err
+
+
+def test_resume_of_a_run_made_by_the_other_script(tmp_path):
+    run = saved_run(tmp_path / "run", script="train_mobilenet_unet")
+    with pytest.raises(UserError, match="that run was made by train_mobilenet_unet.py, not train_unet.py"):
+        options.parse_args(train_unet.build_parser(), ["--resume", str(run)])
+
+
+def test_given_options_sees_only_what_was_typed():
+    parser = train_unet.build_parser()
+    assert options.given_options(parser, ["--epochs", "3", "--image-s=64"]) == {"epochs", "image_size"}
+    assert options.given_options(parser, []) == set()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--weight-decay", "-1", "--weight-decay must be 0 or more, got -1.0"),
+    ("--warmup-epochs", "-0.5", "--warmup-epochs must be 0 or more, got -0.5"),
+    ("--bn-momentum", "1", "--bn-momentum must be in [0, 1), got 1.0"),
+    ("--holdout-fraction", "1.5", "holdout_fraction must be between 0 and 1, got 1.5"),
+])
+def test_recipe_numbers_are_checked(option, value, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace(")", r"\)").replace("(", r"\(")):
+        options.parse_args(train_unet.build_parser(), [option, value])
+
+
+def test_unknown_augmentation_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        train_unet.build_parser().parse_args(["--augment", "flip,rotate"])
+    assert "'flip,rotate': use 'none' or a comma-separated list of flip, scale, color" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""recipe.py: the schedule's values, the optimizer of each choice, and continuing a phase on resume."""
+
+import keras
+import numpy as np
+import pytest
+
+import recipe
+from models import build_unet
+
+
+def values(schedule, steps):
+    return [float(schedule(step)) for step in steps]
+
+
+def test_cosine_with_warmup_by_hand():
+    schedule = recipe.create_schedule("cosine", 1e-3, total_steps=100, warmup_steps=10)
+    got = values(schedule, [0, 5, 10, 55, 100, 150])
+    # linear from 0 to the peak over 10 steps, then half a cosine over the remaining 90 to 0
+    expected = [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0]
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert float(schedule(32)) == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 22 / 90)), rel=1e-5)
+
+
+def test_cosine_without_warmup_starts_at_the_peak():
+    schedule = recipe.create_schedule("cosine", 2e-3, total_steps=40, warmup_steps=0)
+    np.testing.assert_allclose(values(schedule, [0, 20, 40]), [2e-3, 1e-3, 0.0], atol=1e-9)
+
+
+def test_warmup_never_takes_more_than_half_the_phase():
+    schedule = recipe.create_schedule("cosine", 1e-3, total_steps=10, warmup_steps=50)
+    assert schedule.warmup_steps == 5 and float(schedule(5)) == pytest.approx(1e-3)
+
+
+def test_constant_schedule_is_the_number():
+    assert recipe.create_schedule("constant", 1e-3, total_steps=10, warmup_steps=3) == 1e-3
+
+
+def test_bad_schedule_and_optimizer_names():
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        recipe.create_schedule("step", 1e-3, 10)
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        recipe.create_optimizer("sgd", 1e-3)
+
+
+def test_optimizers():
+    adamw = recipe.create_optimizer("adamw", 1e-3, weight_decay=1e-4)
+    assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == pytest.approx(1e-4)
+    assert type(recipe.create_optimizer("adam", 1e-3)) is keras.optimizers.Adam
+
+
+def test_batchnorm_momentum_reaches_trainable_layers_only():
+    model = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))
+    model.get_layer("enc1_bn").trainable = False
+    assert recipe.set_batchnorm_momentum(model, 0.9) == 5
+    assert model.get_layer("enc2_bn").momentum == pytest.approx(0.9)
+    assert model.get_layer("enc1_bn").momentum == pytest.approx(0.99)
+
+
+def train_steps(model, steps, schedule):
+    model.compile(recipe.create_optimizer("adamw", schedule, 1e-4), "mse")
+    x = np.random.default_rng(0).random((steps * 2, 4)).astype("float32")
+    model.fit(x, x[:, :2], batch_size=2, epochs=1, verbose=0, shuffle=False)
+
+
+def small_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+
+
+def test_a_resumed_phase_continues_its_schedule_and_moments(tmp_path):
+    """Saved after 6 of 20 steps, loaded, and given a longer plan: step count and moments carry over."""
+    model = small_model()
+    train_steps(model, 6, recipe.create_schedule("cosine", 1e-2, total_steps=20, warmup_steps=4))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert int(loaded.optimizer.iterations) == 6
+    np.testing.assert_allclose(float(loaded.optimizer.learning_rate), float(model.optimizer.learning_rate))
+
+    longer = recipe.create_schedule("cosine", 1e-2, total_steps=40, warmup_steps=4)
+    fresh = recipe.create_optimizer("adamw", longer, 1e-4)
+    fresh.build(loaded.trainable_variables)
+    recipe.transfer_optimizer_state(loaded.optimizer, fresh)
+    assert int(fresh.iterations) == 6  # not restarted: no second warm-up
+    assert float(fresh.learning_rate) == pytest.approx(float(longer(6)))
+    for old, new in zip(loaded.optimizer.variables, fresh.variables):
+        np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+
+
+def test_transfer_refuses_a_different_model():
+    source = recipe.create_optimizer("adamw", 1e-3)
+    source.build(small_model().trainable_variables)
+    target = recipe.create_optimizer("adamw", 1e-3)
+    target.build(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).trainable_variables)
+    with pytest.raises(ValueError, match="has shape"):
+        recipe.transfer_optimizer_state(source, target)
+    with pytest.raises(ValueError, match="cannot continue a AdamW as a Adam"):
+        recipe.transfer_optimizer_state(source, recipe.create_optimizer("adam", 1e-3))
