@@ -73,6 +73,9 @@ def base_parser(script: str, description: str) -> argparse.ArgumentParser:
         help="per-class weights as '2,2,1', or 'balanced' (inverse class frequency in the training "
         "masks); applied as a per-pixel sample-weight map")
     add("--seed", type=int, default=None, help="seed for weights, shuffling and augmentation; none: a new draw each run")
+    add("--deterministic", action="store_true", help=(
+        "TensorFlow's op determinism (with --seed): two runs on the same machine give identical history.csv; "
+        "slower on GPUs"))
 
     add = groups["devices"].add_argument
     add("--jit-compile", choices=("auto", "on", "off"), default="auto", help=(
@@ -199,6 +202,8 @@ def check_options(args: argparse.Namespace) -> None:
     for name in ("weight_decay", "warmup_epochs"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if args.deterministic and args.seed is None:
+        raise UserError("--deterministic needs --seed: without a seed every run draws new weights")
     if not 0.0 <= args.bn_momentum < 1.0:
         raise UserError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
     with user_errors():

@@ -57,17 +57,20 @@ def create_optimizer(
     raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
-def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
-    """Sets the momentum of every BatchNorm layer that trains (nested models too); returns how many.
+def configure_batchnorm(model: keras.Model, momentum: float, synchronized: bool = False) -> int:
+    """Sets momentum (and cross-replica synchronization) of every BatchNorm layer that trains; returns how many.
 
     Frozen BatchNorm layers (a pretrained encoder's) keep theirs: they do not update. With a
     few steps an epoch, Keras' default of 0.99 leaves a third of each moving average at its
     initial value after 100 steps, so the model in inference mode is not the one that trained.
+    With several replicas, `synchronized` makes every replica normalize with the statistics
+    of the global batch, as one device would, so the moving averages stay the same everywhere.
     """
     changed = 0
     for layer in _all_layers(model):
         if isinstance(layer, layers.BatchNormalization) and layer.trainable:
             layer.momentum = momentum
+            layer.synchronized = synchronized
             changed += 1
     return changed
 

@@ -53,6 +53,11 @@ class RunDir:
         write_json(path / "state.json", {"completed_epochs": 0})
         return cls(path)
 
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files a killed process left behind (never read: only renamed files are)."""
+        for stale in [*self.path.glob(".*.tmp-*"), *self.path.glob("predictions/.*.tmp-*")]:
+            stale.unlink(missing_ok=True)
+
     def completed_epochs(self) -> int:
         return int(json.loads((self.path / "state.json").read_text())["completed_epochs"])
 
@@ -128,7 +133,8 @@ class RunRecorder(keras.callbacks.Callback):
             self.run.copy_file("last.keras", "best.keras")
         self.run.write_history(self.history)
         visualize.save_curves(self.run.path / "curves.png", self.history)
-        predicted = np.argmax(self.model.predict_on_batch(to_model_input(self.images)), axis=-1)
+        # A plain call: predict_on_batch hands back per-replica values under a multi-worker strategy.
+        predicted = np.argmax(keras.ops.convert_to_numpy(self.model(to_model_input(self.images), training=False)), axis=-1)
         visualize.save_prediction_panel(
             self.run.path / "predictions" / f"epoch_{number:03d}.png", self.images, self.masks, predicted,
             f"epoch {number}: validation mean IoU {row.get('val_mean_iou', float('nan')):.3f}",

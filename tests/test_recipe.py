@@ -51,9 +51,9 @@ def test_optimizers():
 def test_batchnorm_momentum_reaches_trainable_layers_only():
     model = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))
     model.get_layer("enc1_bn").trainable = False
-    assert recipe.set_batchnorm_momentum(model, 0.9) == 5
-    assert model.get_layer("enc2_bn").momentum == pytest.approx(0.9)
-    assert model.get_layer("enc1_bn").momentum == pytest.approx(0.99)
+    assert recipe.configure_batchnorm(model, 0.9, synchronized=True) == 5
+    assert model.get_layer("enc2_bn").momentum == pytest.approx(0.9) and model.get_layer("enc2_bn").synchronized
+    assert model.get_layer("enc1_bn").momentum == pytest.approx(0.99) and not model.get_layer("enc1_bn").synchronized
 
 
 def train_steps(model, steps, schedule):

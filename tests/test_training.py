@@ -27,7 +27,7 @@ def read_history(run: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def check_run_folder(run: Path, epochs: int, size: int = 64) -> dict:
+def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 16) -> dict:
     for name in ("best.keras", "last.keras"):
         model = keras.models.load_model(run / name, safe_mode=True)
         assert model.predict(np.zeros((2, size, size, 3), "float32"), verbose=0).shape == (2, size, size, 3)
@@ -44,7 +44,7 @@ def check_run_folder(run: Path, epochs: int, size: int = 64) -> dict:
     original = metrics["test"]["original_size"]
     assert set(original) == {"accuracy", "mean_iou", "iou_per_class", "dice_per_class", "pixels"}
     # synthetic photos are made at the model's size: both evaluations count the same pixels
-    assert original["pixels"] == 16 * size * size
+    assert original["pixels"] == test_images * size * size
     assert original["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)
     assert metrics["epochs_completed"] == epochs
     assert np.isfinite(metrics["test"]["loss"])
