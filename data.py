@@ -17,6 +17,8 @@ sample weights -> prefetch.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import hashlib
 import os
 import socket
 import warnings
@@ -39,6 +41,7 @@ TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZES = {"train": 512, "test": 128}
 SPLITS = ("train", "test")
+CACHES = ("memory", "disk", "none")
 # Formats tf.io.decode_image reads; anything else is skipped before training starts.
 DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 OXFORD_CLASS_NAMES = ("pet", "background", "border")
@@ -78,6 +81,8 @@ class DataOptions:
     holdout_fraction: share of a flat images/ + masks/ folder kept aside as the test split.
     ignore_class: a stored mask value (before the offset) that counts in neither loss nor
         metrics, e.g. 255 for Pascal VOC's outlines, or 3 to leave out the trimap's border.
+    cache: where resized examples are kept after the first epoch: "memory", "disk" (a
+        tf.data file cache in `cache_dir`, for data larger than memory) or "none".
     """
 
     image_size: int = 128
@@ -86,6 +91,8 @@ class DataOptions:
     mask_offset: int | None = None
     holdout_fraction: float = 0.2
     ignore_class: int | None = None
+    cache: str = "memory"
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check_positive("image_size", self.image_size)
@@ -98,6 +105,16 @@ class DataOptions:
             raise ValueError(f"num_classes must be at most {IGNORED}, got {self.num_classes}")
         if self.ignore_class is not None and not 0 <= self.ignore_class <= 255:
             raise ValueError(f"ignore_class must be a mask value from 0 to 255, got {self.ignore_class}")
+        if self.cache not in CACHES:
+            raise ValueError(f"cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+        if self.cache == "disk" and not self.cache_dir:
+            raise ValueError("a disk cache needs a cache_dir")
+
+    def cache_key(self, source: str | os.PathLike, split: str) -> str:
+        """A name for a split's disk cache that changes with anything that changes its examples."""
+        settings = [os.fspath(source), split, self.image_size, self.limit, self.num_classes, self.mask_offset,
+                    self.holdout_fraction, self.ignore_class]
+        return f"{split}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}"
 
     def offset_for(self, oxford: bool) -> int:
         """The mask offset in force: the option, else 1 for Oxford-IIIT Pet trimaps and 0 otherwise."""
@@ -157,6 +174,8 @@ class Split:
     examples: tf.data.Dataset
     count: int
     ignore: bool = False
+    cache: str = "memory"
+    cache_file: str | None = None
 
 
 # --------------------------------------------------------------------------- public API
@@ -202,7 +221,11 @@ def batches(
     (label IGNORED) get weight 0.
     """
     _check_positive("batch_size", batch_size)
-    ds = split.examples.cache()
+    ds = split.examples
+    if split.cache == "memory":
+        ds = ds.cache()
+    elif split.cache == "disk":
+        ds = ds.cache(split.cache_file)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -233,12 +256,16 @@ def load_split(source: str | os.PathLike, split: str, options: DataOptions = Dat
     size, limit = options.image_size, options.limit
     if name == SYNTHETIC:
         options.labels(oxford=False)  # the ignore value may not be a class
-        return _synthetic_split(split, size, limit)
-    if name == TFDS_NAME:
-        return _tfds_split(split, size, limit, options.labels(oxford=True))
-    root, layout, pairs = _folder_pairs(name, split, options)
-    labels = options.labels(oxford=layout == "oxford")
-    return _file_split(pairs, size, labels, f"{root} ({split} split)")
+        loaded = _synthetic_split(split, size, limit)
+    elif name == TFDS_NAME:
+        loaded = _tfds_split(split, size, limit, options.labels(oxford=True))
+    else:
+        root, layout, pairs = _folder_pairs(name, split, options)
+        loaded = _file_split(pairs, size, options.labels(oxford=layout == "oxford"), f"{root} ({split} split)")
+    cache_file = None
+    if options.cache == "disk":
+        cache_file = str(Path(options.cache_dir) / options.cache_key(source, split))
+    return dataclasses.replace(loaded, cache=options.cache, cache_file=cache_file)
 
 
 def _folder_pairs(name: str, split: str, options: DataOptions) -> tuple[Path, str, list[Pair]]:
@@ -588,32 +615,32 @@ def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]
 
 
 def _file_split(pairs: list[Pair], image_size: int, labels: Labels, where: str) -> Split:
-    """Checks every pair before training starts, then decodes images lazily in parallel."""
-    paths, masks = [], []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        for pair, mask in zip(pairs, pool.map(lambda p: _read_pair(p, labels, image_size), pairs)):
-            if mask is not None:
-                paths.append(str(pair.image))
-                masks.append(mask)
-    if not paths:
-        raise ValueError(f"{where} holds no usable image and mask pairs")
-    ds = tf.data.Dataset.from_tensor_slices((paths, np.stack(masks)))
+    """Checks every pair before training starts, then reads images and masks lazily in parallel.
 
-    def decode(path, mask):
-        return resize_image(decode_photo(tf.io.read_file(path)), image_size), mask
+    Nothing of the data is held in memory beyond the cache the caller chooses; masks are read
+    with PIL (TensorFlow's PNG decoder would expand palette masks to RGB).
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
+        usable = [pair for pair, mask in zip(pairs, pool.map(lambda p: _read_checked_mask(p, labels), pairs))
+                  if mask is not None]
+    if not usable:
+        raise ValueError(f"{where} holds no usable image and mask pairs")
+    ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in usable], [str(p.mask) for p in usable]))
+
+    def read_mask(path: bytes) -> np.ndarray:
+        with Image.open(path.decode()) as mask_file:
+            mask = np.asarray(mask_file, dtype=np.uint8)
+        return labels.to_labels(resize_mask_array(mask, image_size))[..., None]
+
+    def decode(image_path, mask_path):
+        mask = tf.numpy_function(read_mask, [mask_path], tf.uint8, stateful=False)
+        mask.set_shape((image_size, image_size, 1))
+        return resize_image(decode_photo(tf.io.read_file(image_path)), image_size), mask
 
     # A file that passed the header check but whose data is truncated is dropped with a
     # logged warning instead of stopping the epoch.
     examples = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
-    return Split(examples, len(paths), labels.ignore is not None)
-
-
-def _read_pair(pair: Pair, labels: Labels, image_size: int) -> np.ndarray | None:
-    """The pair's resized mask as labels, or None (with a warning) for an unreadable file."""
-    mask = _read_checked_mask(pair, labels)
-    if mask is None:
-        return None
-    return labels.to_labels(resize_mask_array(mask, image_size))[..., None]  # nearest keeps the values
+    return Split(examples, len(usable), labels.ignore is not None)
 
 
 def _read_checked_mask(pair: Pair, labels: Labels) -> np.ndarray | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +48,11 @@ def base_parser(script: str, description: str) -> argparse.ArgumentParser:
     add("--ignore-class", type=int, default=None, metavar="VALUE", help=(
         "a stored mask value (before --mask-offset) whose pixels count in neither loss nor metrics: "
         "255 for Pascal VOC (its default), or 3 with --num-classes 2 to leave out Oxford's border"))
+    add("--cache", choices=data.CACHES, default="memory", help=(
+        "where resized examples are kept after the first epoch: memory (fastest), disk (a tf.data file "
+        "cache, for data larger than memory; reused by --resume), none (read and resize every epoch)"))
+    add("--cache-dir", default=None, metavar="DIR",
+        help="folder of the disk cache (default: RUN/cache); a cache is only reused for the same data and settings")
     add("--augment", type=augment.parse_augmentations, default=",".join(augment.DEFAULT),
         help="training augmentations, comma-separated, or 'none': " + "; ".join(
             f"{name}: {what}" for name, what in augment.AUGMENTATIONS.items()))
@@ -214,6 +220,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 def data_options(args: argparse.Namespace) -> data.DataOptions:
     """The data options of a training run, built in this one place from the command line."""
+    cache_dir = (args.cache_dir or os.path.join(args.output or "", "cache")) if args.cache == "disk" else None
     return data.DataOptions(image_size=args.image_size, limit=args.limit, num_classes=args.num_classes,
                             mask_offset=args.mask_offset, holdout_fraction=args.holdout_fraction,
-                            ignore_class=args.ignore_class)
+                            ignore_class=args.ignore_class, cache=args.cache, cache_dir=cache_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -203,10 +204,13 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     configure_precision(args.mixed_precision)
     phases = list(phases or [Phase(args.epochs, args.learning_rate)])
     synchronized = strategy.num_replicas_in_sync > 1
-    options = data_options(args)
-    names = data.class_names(args.data, options)
     if not args.resume:  # checked now, created once data and model are ready: a failed start leaves nothing
         args.output = str(RunDir.unused_path(args.output, args.script))
+    scratch = None if chief else Path(tempfile.mkdtemp(prefix="segmentation-worker-"))
+    options = data_options(args)
+    if scratch is not None and options.cache == "disk":  # a worker's cache stays out of the user's folders
+        options = dataclasses.replace(options, cache_dir=str(scratch / "cache"))
+    names = data.class_names(args.data, options)
 
     # The model first: a size it cannot take, or encoder weights it cannot fetch, should stop
     # the run before a dataset download, not after.
@@ -231,7 +235,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     steps_per_epoch = math.ceil(train_split.count / args.batch_size)
     print(f"{train_split.count} training and {test_split.count} test examples; {steps_per_epoch} steps an epoch")
 
-    with open_run_folder(args, chief) as run:
+    with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy())
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path / "logs"))
         started = time.perf_counter()
@@ -290,21 +294,25 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 @contextlib.contextmanager
-def open_run_folder(args: argparse.Namespace, chief: bool) -> Iterator[RunDir]:
-    """The run folder for this process to write: the real one for the chief.
+def open_run_folder(args: argparse.Namespace, scratch: Path | None, cache_dir: str | None) -> Iterator[RunDir]:
+    """The run folder for this process to write: the real one for the chief (scratch None).
 
     Other workers of a multi-worker run take part in every save (Keras' collectives need
-    them), so they write the same files into a temporary folder of their own, started from
-    the run's saved files on --resume, and removed at the end.
+    them), so they write the same files into their `scratch` folder, started from the run's
+    saved files on --resume, and removed at the end. A disk cache's folder is made here, and
+    a lock a killed run left on it is lifted.
     """
-    if chief:
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        for lock in Path(cache_dir).glob("*.lockfile"):
+            lock.unlink(missing_ok=True)
+    if scratch is None:
         run = RunDir(Path(args.output)) if args.resume else RunDir.create(Path(args.output))
         if not args.resume:
             write_json(run.path / "config.json", vars(args))
         run.remove_stale_temporaries()
         yield run
         return
-    scratch = Path(tempfile.mkdtemp(prefix="segmentation-worker-"))
     try:
         if args.resume:
             shutil.copytree(args.output, scratch / "run", ignore=shutil.ignore_patterns("logs", "predictions", ".*"))

@@ -366,3 +366,34 @@ def test_write_synthetic_folder_round_trips_through_the_loader(tmp_path):
         warnings.simplefilter("error", data.DataWarning)
         batch = first_batch(data.build_dataset(tmp_path, "train", data.DataOptions(image_size=32), batch_size=3))
     check_batch(batch, 3, 32)
+
+
+# ---------------------------------------------------------------- caches
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk", "none"])
+def test_every_cache_gives_the_same_batches(own_flat, tmp_path, cache):
+    options = data.DataOptions(image_size=32, cache=cache, cache_dir=str(tmp_path / "cache") if cache == "disk" else None)
+    if cache == "disk":
+        (tmp_path / "cache").mkdir()
+    reference = first_batch(data.build_dataset(own_flat, "train", data.DataOptions(image_size=32), batch_size=8))
+    ds = data.build_dataset(own_flat, "train", options, batch_size=8)
+    for _ in range(2):  # the second pass reads the cache
+        for got, expected in zip(first_batch(ds), reference):
+            np.testing.assert_array_equal(got, expected)
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir()) if cache == "disk" else []
+    if cache == "disk":
+        key = options.cache_key(own_flat, "train")
+        assert f"{key}.index" in files and any(name.startswith(f"{key}.data") for name in files)
+
+
+def test_disk_cache_names_change_with_the_settings(own_flat):
+    small, large = data.DataOptions(image_size=32), data.DataOptions(image_size=64)
+    assert small.cache_key(own_flat, "train") != large.cache_key(own_flat, "train")
+    assert small.cache_key(own_flat, "train") != small.cache_key(own_flat, "test")
+    assert small.cache_key(own_flat, "train") == data.DataOptions(image_size=32, cache="none").cache_key(own_flat, "train")
+
+
+def test_a_disk_cache_needs_a_folder():
+    with pytest.raises(ValueError, match="a disk cache needs a cache_dir"):
+        data.DataOptions(cache="disk")

@@ -139,3 +139,13 @@ def test_deterministic_needs_a_seed(capsys):
 
     status, _, err = run_main(train_unet.main, ["--data", "synthetic", "--deterministic"], capsys)
     assert status == 2 and "--deterministic needs --seed" in err
+
+
+def test_disk_cache_lives_in_the_run_and_is_reused_on_resume(tmp_path):
+    run = tmp_path / "run"
+    assert train_unet.main(QUICK + ["--epochs", "1", "--cache", "disk", "--output", str(run)]) == 0
+    cached = {p.name: p.stat().st_mtime_ns for p in (run / "cache").iterdir()}
+    assert len([name for name in cached if name.endswith(".index")]) == 2  # train and test
+    assert train_unet.main(["--resume", str(run), "--epochs", "2"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "cache").iterdir()} == cached  # read, not rewritten
+    check_run_folder(run, epochs=2)
