@@ -76,17 +76,41 @@ def test_mixed_folder_masks_have_each_images_size_and_bad_files_are_skipped(mode
     for name in bad:
         assert f"skipped {photos / name}:" in stderr
     assert "the file is empty" in stderr and "not an image file" in stderr
+    jpeg_inputs = {"rgb", "cmyk", "rotated", "UPPER"}  # their overlays are JPEG, the others PNG
     for stem, (height, width) in sizes.items():
         mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
         assert mask.shape == (height, width) and mask.dtype == np.uint8
         assert mask.max() < 3
-        picture = Image.open(out / f"{stem}_overlay.png")
+        picture = Image.open(out / f"{stem}_overlay.{'jpg' if stem in jpeg_inputs else 'png'}")
         assert picture.mode == "RGB" and picture.size == (width, height)
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}_{k}.png" for s in sizes for k in ("mask", "overlay"))
-    # the overlay is drawn on the upright photo
-    upright = np.asarray(ImageOps.exif_transpose(Image.open(photos / "rotated.jpg")).convert("RGB"))
-    mask = np.asarray(Image.open(out / "rotated_mask.png"))
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "rotated_overlay.png")), overlay(upright, mask))
+        assert picture.format == ("JPEG" if stem in jpeg_inputs else "PNG")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s}_mask.png" for s in sizes] + [f"{s}_overlay.{'jpg' if s in jpeg_inputs else 'png'}" for s in sizes])
+    # a PNG overlay is exact
+    grey = np.asarray(Image.open(photos / "grey.png").convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "grey_overlay.png")),
+                                  overlay(grey, np.asarray(Image.open(out / "grey_mask.png"))))
+
+
+def test_jpeg_overlay_is_drawn_on_the_upright_photo(model_path, tmp_path, capsys):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    y, x = np.mgrid[0:60, 0:90]
+    smooth = np.stack([x * 2.5, y * 4.0, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated a quarter turn
+    Image.fromarray(smooth).save(photos / "turned.jpg", exif=exif, quality=95)
+    assert run(["--model", model_path, "--input", photos, "--output", out], capsys)[0] == 0
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(photos / "turned.jpg")).convert("RGB"))
+    mask = np.asarray(Image.open(out / "turned_mask.png"))
+    drawn = np.asarray(Image.open(out / "turned_overlay.jpg")).astype(float)
+    assert drawn.shape == (90, 60, 3)
+
+    def blocks(picture):  # 10x10 averages: JPEG keeps them, a turned photo does not
+        return np.asarray(picture, float).reshape(9, 10, 6, 10, 3).mean(axis=(1, 3))
+
+    assert np.abs(blocks(drawn) - blocks(overlay(upright, mask))).mean() < 3
+    assert np.abs(blocks(drawn) - blocks(overlay(upright[::-1, ::-1], mask))).mean() > 10
 
 
 def test_outputs_are_not_overwritten_unless_asked(model_path, tmp_path, capsys):
@@ -111,7 +135,7 @@ def test_recursive_mirrors_sub_folders(model_path, tmp_path, capsys):
     status, _, _ = run(["--model", model_path, "--input", photos, "--output", out, "--recursive"], capsys)
     assert status == 0
     assert np.asarray(Image.open(out / "cats" / "small" / "kit_mask.png")).shape == (20, 22)
-    assert (out / "top_overlay.png").exists()
+    assert (out / "top_overlay.png").exists() and (out / "cats" / "small" / "kit_overlay.jpg").exists()
     status, _, _ = run(["--model", model_path, "--input", photos / "cats", "--output", tmp_path / "o2"], capsys)
     assert status == 2  # without --recursive that folder holds no image itself
 
