@@ -549,31 +549,24 @@ def dataset_server_reachable(timeout: float = 10.0) -> bool:
 
 def _oxford_pairs(root: Path, split: str) -> list[Pair]:
     list_file = root / "annotations" / ("trainval.txt" if split == "train" else "test.txt")
-    if not list_file.is_file():
-        raise FileNotFoundError(f"{list_file} is missing: the official archive lists the {split} split there")
-    lines = (line.strip() for line in list_file.read_text().splitlines())
-    names = [line.split()[0] for line in lines if line and not line.startswith("#")]
-    pairs, missing = [], []
-    for name in names:
-        image = root / "images" / f"{name}.jpg"
-        mask = root / "annotations" / "trimaps" / f"{name}.png"
-        if image.is_file() and mask.is_file():
-            pairs.append(Pair(image, mask))
-        else:
-            missing.append(image if not image.is_file() else mask)
-    _warn_skipped(missing, f"listed in {list_file} but missing")
-    return pairs
+    return _listed_pairs(list_file, "the official archive", split, root / "images", root / "annotations" / "trimaps")
 
 
 def _voc_pairs(root: Path, split: str) -> list[Pair]:
     """Pascal VOC: train.txt is the training split, val.txt the test split (VOC's test masks are not public)."""
     list_file = root / "ImageSets" / "Segmentation" / ("train.txt" if split == "train" else "val.txt")
+    return _listed_pairs(list_file, "Pascal VOC", split, root / "JPEGImages", root / "SegmentationClass")
+
+
+def _listed_pairs(list_file: Path, layout: str, split: str, images: Path, masks: Path) -> list[Pair]:
+    """NAME.jpg in `images` and NAME.png in `masks` for each NAME (first word of a line) in `list_file`."""
     if not list_file.is_file():
-        raise FileNotFoundError(f"{list_file} is missing: Pascal VOC lists the {split} split there")
-    names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        raise FileNotFoundError(f"{list_file} is missing: {layout} lists the {split} split there")
+    lines = (line.strip() for line in list_file.read_text().splitlines())
+    names = [line.split()[0] for line in lines if line and not line.startswith("#")]
     pairs, missing = [], []
     for name in names:
-        image, mask = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
+        image, mask = images / f"{name}.jpg", masks / f"{name}.png"
         if image.is_file() and mask.is_file():
             pairs.append(Pair(image, mask))
         else:

@@ -30,6 +30,7 @@ import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import write_json, write_text  # noqa: E402
 from inference import load_predictor  # noqa: E402
+from options import add_label_options  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--worst", type=int, default=8, help="images with the lowest mean IoU drawn in worst.png; 0: none (default: 8)")
     add("--batch-size", type=int, default=32, help="images predicted together (default: 32)")
     add("--limit", type=int, default=None, help="judge only the first N images of the split (default: all)")
-    add("--num-classes", type=int, default=None,
-        help="classes in the masks (default: 21 for Pascal VOC, 3 for Oxford-IIIT Pet, the model's for your own)")
-    add("--mask-offset", type=int, default=None,
-        help="subtracted from stored mask values (default: 1 for Oxford-IIIT Pet trimaps, 0 otherwise)")
-    add("--holdout-fraction", type=float, default=0.2, help="as in training, for a flat images/ + masks/ folder")
-    add("--ignore-class", type=int, default=None, metavar="VALUE",
-        help="a stored mask value whose pixels are not counted (default: 255 for Pascal VOC, none otherwise)")
+    add_label_options(add, own_classes="the model's")
     return parser
 
 

@@ -39,15 +39,7 @@ def base_parser(script: str, description: str) -> argparse.ArgumentParser:
         "(images/, annotations/), or your own images/ + masks/ (optionally under train/ and test/)"))
     add("--image-size", type=int, default=128, help="side of the square the images are resized to")
     add("--limit", type=int, default=None, help="use only the first N examples of each split (quick runs)")
-    add("--num-classes", type=int, default=None,
-        help="classes in the masks (default: 21 for Pascal VOC, 3 otherwise: Oxford-IIIT Pet and synthetic)")
-    add("--mask-offset", type=int, default=None,
-        help="subtracted from stored mask values (default: 1 for Oxford-IIIT Pet trimaps, 0 for your own)")
-    add("--holdout-fraction", type=float, default=0.2,
-        help="share of a flat images/ + masks/ folder held out as the test split")
-    add("--ignore-class", type=int, default=None, metavar="VALUE", help=(
-        "a stored mask value (before --mask-offset) whose pixels count in neither loss nor metrics: "
-        "255 for Pascal VOC (its default), or 3 with --num-classes 2 to leave out Oxford's border"))
+    add_label_options(add, own_classes="3")
     add("--cache", choices=data.CACHES, default="memory", help=(
         "where resized examples are kept after the first epoch: memory (fastest), disk (a tf.data file "
         "cache, for data larger than memory; reused by --resume), none (read and resize every epoch)"))
@@ -101,6 +93,20 @@ def base_parser(script: str, description: str) -> argparse.ArgumentParser:
         "continue the run in DIR from its last finished epoch, with its settings; only --epochs "
         "(and --fine-tune-epochs) may be given beside it, to plan a longer run"))
     return parser
+
+
+def add_label_options(add, own_classes: str) -> None:
+    """How masks are read, the same for training and evaluate.py; `own_classes`: the default for your own data."""
+    add("--num-classes", type=int, default=None,
+        help=f"classes in the masks (default: 21 for Pascal VOC, 3 for Oxford-IIIT Pet and synthetic, {own_classes} "
+        "for your own)")
+    add("--mask-offset", type=int, default=None,
+        help="subtracted from stored mask values (default: 1 for Oxford-IIIT Pet trimaps, 0 otherwise)")
+    add("--holdout-fraction", type=float, default=0.2,
+        help="share of a flat images/ + masks/ folder held out as the test split")
+    add("--ignore-class", type=int, default=None, metavar="VALUE", help=(
+        "a stored mask value (before --mask-offset) whose pixels count in neither loss nor metrics: "
+        "255 for Pascal VOC (its default), or 3 with --num-classes 2 to leave out Oxford's border"))
 
 
 def group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:

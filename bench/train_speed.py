@@ -8,16 +8,25 @@ default (more steps per epoch on small data), so that row shows what smaller bat
 image; the last row forces XLA on, to show what that choice avoids.
 Images per second are the median of timed steps after warm-up, at 128x128.
 
-    python bench/train_speed.py [--steps 5] [--warmup 2]
+A second table times whole runs: train_unet.py against the tutorial's way (its pipeline,
+compile and model.fit, validating each epoch) for the same steps on the synthetic set, each
+in a fresh process, start-up included; a third, what each of the run folder's per-epoch
+writes costs for the 6-level U-Net.
+
+    python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-from _common import machine, print_table
+from _common import REPO, machine, print_table
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -40,10 +49,89 @@ def images_per_second(model, x, y, steps: int, warmup: int) -> float:
     return len(x) / statistics.median(times)
 
 
+TUTORIAL_RUN = """
+import sys, keras, tensorflow as tf
+sys.path.insert(0, {repo!r})
+import data
+from models import build_unet
+def split(name):
+    images, masks = zip(*[(i.numpy(), m.numpy()) for i, m in data.load_examples("synthetic", name, data.DataOptions(image_size=128))])
+    return tf.data.Dataset.from_tensor_slices((list(images), list(masks))).map(
+        lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32))).cache()
+flips = keras.layers.RandomFlip("horizontal", seed=42), keras.layers.RandomFlip("horizontal", seed=42)
+train = split("train").shuffle(1000).batch(32).map(lambda x, y: (flips[0](x), flips[1](y))).prefetch(tf.data.AUTOTUNE)
+test = split("test").batch(32)
+model = build_unet((128, 128, 3), 3)
+model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+model.fit(train, epochs={epochs}, validation_data=test, verbose=2)
+"""
+
+
+def whole_runs(epochs: int, repeats: int) -> list[list]:
+    """Seconds of whole processes: the tutorial's way and train_unet.py, same data, steps and validation."""
+    times: dict[str, list[float]] = {"tutorial's way (model.fit, validating each epoch)": [],
+                                     "train_unet.py (run folder, pictures, final evaluation)": []}
+    for _ in range(repeats):
+        for name in times:
+            with tempfile.TemporaryDirectory() as folder:
+                if name.startswith("tutorial"):
+                    command = [sys.executable, "-c", TUTORIAL_RUN.format(repo=str(REPO), epochs=epochs)]
+                else:
+                    command = [sys.executable, "train_unet.py", "--data", "synthetic", "--epochs", str(epochs),
+                               "--batch-size", "32", "--image-size", "128", "--output", str(Path(folder) / "run")]
+                started = time.perf_counter()
+                subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+                times[name].append(time.perf_counter() - started)
+    baseline = statistics.median(next(iter(times.values())))
+    return [[name, f"{statistics.median(runs):.1f}", " ".join(f"{t:.0f}" for t in runs),
+             f"{statistics.median(runs) / baseline:.2f}"] for name, runs in times.items()]
+
+
+def per_epoch_costs() -> list[list]:
+    """Median seconds of each write the run folder makes after an epoch, for the 6-level U-Net."""
+    import visualize
+    from rundir import RunDir, RunRecorder
+
+    model = build_unet((128, 128, 3), 3)
+    training.compile_phase(model, train_unet.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
+                           data.OXFORD_CLASS_NAMES)
+    model.optimizer.build(model.trainable_variables)
+    images = np.zeros((4, 128, 128, 3), np.uint8)
+    masks = np.zeros((4, 128, 128, 1), np.uint8)
+    history = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.1 / e, "accuracy": 0.5, "val_accuracy": 0.5,
+                "mean_iou": 0.3, "val_mean_iou": 0.3} for e in range(1, 21)]
+    with tempfile.TemporaryDirectory() as folder:
+        run = RunDir.create(Path(folder))
+        recorder = RunRecorder(run, images, masks)
+        recorder.set_model(model)
+        actions = {
+            "last.keras (model and optimizer state)": lambda: run.save_model(model, "last.keras"),
+            "best.keras (a link to last.keras)": lambda: run.copy_file("last.keras", "best.keras"),
+            "history.csv": lambda: run.write_history(history),
+            "curves.png": lambda: visualize.save_curves(run.path / "curves.png", history),
+            "predictions/epoch_NNN.png (4 images)": lambda: recorder.on_epoch_end(0, history[0]),
+        }
+        rows = []
+        for name, action in actions.items():
+            action()
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                action()
+                times.append(time.perf_counter() - started)
+            rows.append([name, f"{statistics.median(times):.2f}"])
+        size = (run.path / "last.keras").stat().st_size / 2**20
+    rows[0][0] += f", {size:.0f} MB"
+    rows[-1][0] = "a whole epoch's writes (RunRecorder.on_epoch_end)"
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (default: 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="whole runs of each kind (default: 3)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of each whole run (default: 2)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.random((64, 128, 128, 3)).astype(np.float32)
@@ -67,7 +155,12 @@ def main() -> None:
             ours = images_per_second(project, x[:batch], y[:batch], args.steps * 64 // batch, args.warmup)
             rows.append([name, label, ours, ours / baseline])
     print(f"\nmachine: {machine()}")
-    print_table("Training throughput, 128x128, batch 64", ["model", "setting", "images/s", "ratio"], rows)
+    print_table("Training throughput, 128x128", ["model", "setting", "images/s", "ratio"], rows)
+    print_table(f"Whole runs, 6-level U-Net, synthetic set (512 training, 128 test images), {args.epochs} epochs, "
+                f"batch 32, 128 px, median of {args.repeats}",
+                ["run", "seconds", "all runs", "ratio"], whole_runs(args.epochs, args.repeats))
+    print_table("The run folder's writes after an epoch, 6-level U-Net at 128 px, median of 3",
+                ["write", "seconds"], per_epoch_costs())
 
 
 if __name__ == "__main__":
