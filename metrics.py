@@ -21,8 +21,11 @@ def segmentation_metrics(class_names: Sequence[str], ignore_class: int | None = 
     Pixels labelled `ignore_class` count in none of them.
     """
     count = len(class_names)
+    # Keras' own accuracy unless pixels are ignored: a saved model then loads in plain Keras.
+    accuracy = (keras.metrics.SparseCategoricalAccuracy(name="accuracy") if ignore_class is None
+                else PixelAccuracy(ignore_class=ignore_class, name="accuracy"))
     metrics = [
-        PixelAccuracy(ignore_class=ignore_class, name="accuracy"),
+        accuracy,
         keras.metrics.MeanIoU(num_classes=count, sparse_y_pred=False, ignore_class=ignore_class, name="mean_iou"),
     ]
     metrics += [

@@ -334,3 +334,16 @@ def test_training_leaves_out_the_ignored_border(oxford_sample, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert (config["num_classes"], config["ignore_class"]) == (2, 3)
     assert keras.models.load_model(run / "last.keras").output_shape[-1] == 2
+
+
+@pytest.mark.slow
+def test_a_default_run_loads_in_plain_keras(tmp_path):
+    """A user's own script can load the model without importing this project."""
+    run = tmp_path / "run"
+    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--output", str(run)]) == 0
+    code = ("import keras, numpy as np\n"
+            f"model = keras.models.load_model({str(run / 'best.keras')!r})\n"
+            "print(model.predict(np.zeros((1, 64, 64, 3)), verbose=0).shape)\n")
+    result = run_subprocess(["-c", code], env={**__import__("os").environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 64, 64, 3)" in result.stdout
