@@ -136,6 +136,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     resumed = parser.parse_args(argv_again)
     resumed.resume = str(run_dir)
     resumed.output = str(run_dir)
+    resolve_source_defaults(resumed)
     check_options(resumed)
     for dest in extendable:
         if resumed.__dict__[dest] < saved.get(dest, 0):

@@ -48,7 +48,7 @@ def main() -> None:
     rows = [["majority class everywhere", "-", majority_class_mean_iou(args.image_size), "-"]]
     with tempfile.TemporaryDirectory() as tmp:
         for name, module, extra in (("U-Net (6 levels, default widths)", train_unet, []),
-                                    ("MobileNetV2 U-Net (weights none)", train_mobilenet_unet, ["--encoder-weights", "none"])):
+                                    ("MobileNetV2 U-Net (weights none)", train_mobilenet_unet, ["--encoder-weights", "none", "--fine-tune-epochs", "0"])):
             run = Path(tmp) / name.split()[0]
             started = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):

@@ -80,7 +80,8 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path):
 
 def test_train_mobilenet_unet_from_scratch_trains_the_whole_encoder(tmp_path):
     run = tmp_path / "run"
-    argv = QUICK + ["--encoder-weights", "none", "--epochs", "1", "--bn-momentum", "0.95", "--output", str(run)]
+    argv = QUICK + ["--encoder-weights", "none", "--epochs", "1", "--fine-tune-epochs", "0", "--bn-momentum", "0.95",
+                    "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 0
     model = keras.models.load_model(run / "last.keras", safe_mode=True)
     encoder = model.get_layer("encoder")
@@ -310,7 +311,7 @@ def test_frozen_pretrained_encoder_learns_the_real_sample(oxford_sample, mobilen
     """
     run = tmp_path / "run"
     argv = ["--data", oxford_sample, "--encoder-weights", mobilenet_weights, "--image-size", "64",
-            "--batch-size", "6", "--epochs", "6", "--seed", "0", "--output", run]
+            "--batch-size", "6", "--epochs", "6", "--fine-tune-epochs", "0", "--seed", "0", "--output", run]
     assert train_mobilenet_unet.main([str(word) for word in argv]) == 0
     score = json.loads((run / "metrics.json").read_text())["test"]["original_size"]["mean_iou"]
     baseline = majority_class_mean_iou(oxford_sample, data.DataOptions(image_size=64))
