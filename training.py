@@ -237,7 +237,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy())
-        tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path / "logs"))
+        tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path / "logs"), write_graph=False)
         started = time.perf_counter()
         epoch = run.completed_epochs()
         verbose = keras_verbose()

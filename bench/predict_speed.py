@@ -1,11 +1,13 @@
 """Prediction: predict.py against a naive loop of model.predict on one image at a time.
 
-Both segment the same folder of synthetic 500x375 JPEGs with the same model and write the
-same class-index masks at full resolution. Both are timed end to end from the saved model file:
-loading the model is part of each (predict.py also traces its model once). Each method runs
---repeats times, alternating, and the median time is reported.
+Both segment the same folder of photos with the same model and write the same class-index
+masks at full resolution: by default the 300 real Oxford-IIIT Pet photos of
+../shared/data/oxford-pets-300 (150 to 1600 pixels a side), else synthetic 500x375 JPEGs.
+Both are timed end to end from the saved model file: loading the model is part of each
+(predict.py also traces its model once). Each method runs --repeats times, alternating, and
+the median time is reported.
 
-    python bench/predict_speed.py [--images 400] [--repeats 3] [--model mobilenet|unet]
+    python bench/predict_speed.py [--images 300] [--repeats 3] [--model mobilenet|unet] [--synthetic]
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, photo_folder, print_table
+import shutil
+
+from _common import REPO, machine, photo_folder, print_table
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,7 +60,8 @@ def run_predict(model_path: Path, photos: Path, out: Path, batch_size: int, extr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=400, help="photos in the folder (default: 400)")
+    parser.add_argument("--images", type=int, default=300, help="photos in the folder (default: 300)")
+    parser.add_argument("--synthetic", action="store_true", help="synthetic 500x375 JPEGs instead of the real photos")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method (default: 3)")
     parser.add_argument("--model", choices=("mobilenet", "unet"), default="mobilenet", help="default: mobilenet")
     parser.add_argument("--batch-size", type=int, default=32, help="predict.py batch size (default: 32)")
@@ -64,7 +69,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        photos = photo_folder(tmp / "photos", args.images) / "test" / "images"
+        real = REPO.parent / "shared" / "data" / "oxford-pets-300" / "images"
+        if real.is_dir() and not args.synthetic:
+            photos = tmp / "photos"
+            photos.mkdir()
+            for path in sorted(real.glob("*.jpg"))[: args.images]:
+                shutil.copy(path, photos / path.name)
+            kind = "real Oxford-IIIT Pet JPEGs of varied size"
+        else:
+            photos = photo_folder(tmp / "photos", args.images) / "test" / "images"
+            kind = "synthetic JPEGs of 500x375"
         paths = sorted(photos.glob("*.jpg"))
         model = (build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None) if args.model == "mobilenet"
                  else build_unet((128, 128, 3), 3))
@@ -94,13 +108,15 @@ def main() -> None:
                                 == np.asarray(Image.open(fast_dir / f"{p.stem}_mask.png"))) for p in paths])
 
     print(f"\nmachine: {machine()}")
-    print_table(f"Prediction, {args.model} U-Net at 128x128, {len(paths)} JPEGs of 500x375, median of {args.repeats}",
+    print_table(f"Prediction, {args.model} U-Net at 128x128, {len(paths)} {kind}, median of {args.repeats}",
                 ["method", "images", "seconds", "images/s", "speed-up"], rows)
     print("\nall runs (seconds): " + "; ".join(f"{label}: {', '.join(f'{t:.1f}' for t in runs)}"
                                               for label, runs in times.items()))
     rate = statistics.median(STREAMING_RATES)
     print(f"\npredict.py --no-overlay as it reports itself (its model loading and tracing excluded): {rate:.1f} "
           f"images/s")
+    overlays = statistics.median(times["predict.py (with overlays)"]) / statistics.median(times["predict.py --no-overlay"])
+    print(f"\noverlays cost {overlays:.2f} times the masks-only run")
     print(f"\npixel agreement of the naive and predict.py masks: {same:.4f} "
           "(they differ only in the resize filter: PIL's antialiased bilinear vs its default)")
 

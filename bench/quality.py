@@ -7,12 +7,13 @@ after every epoch. The scoring is not counted in the times.
   * tutorial: the TensorFlow tutorial's way: images and masks resized bilinearly (masks
     truncated to labels by the loss), flips, batch 64, constant Adam at 1e-3, no validation;
     the MobileNetV2 encoder is fed [0, 1] as in the tutorial, the U-Net is the project's;
-  * defaults: the training script with no recipe options (for the MobileNetV2 U-Net, 15 of
-    the 20 epochs on the frozen encoder and 5 fine-tuning it);
+  * defaults: the training script with no recipe options;
   * the variants: the defaults with one change undone, to show what each is worth.
 
 Times are whole runs (data loading and the final evaluation included) on this machine; the
-ratio is to the tutorial run of the same model. "to tutorial" is the training time after
+ratio is to the tutorial run of the same model. Runs share one process: later runs in a long
+process slowed down (its memory grew to 5 GB), so compare times across processes only for
+the first runs, or run one model at a time. "to tutorial" is the training time after
 which the run's mean IoU first reaches the tutorial run's final one.
 
     python bench/quality.py [--models mobilenet,unet] [--variants] [--epochs 20] [--seed 1]
@@ -47,13 +48,16 @@ DATA = REPO.parent / "shared" / "data" / "oxford-pets-300"
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_1.0_224_no_top.h5"
 SIZE = 128
 VARIANTS = {  # each undoes one part of the default recipe
-    "defaults, flips only (no scale, colour)": ["--augment", "flip"],
     "defaults, BatchNorm momentum 0.99": ["--bn-momentum", "0.99"],
     "defaults, batch 64 (the tutorial's)": ["--batch-size", "64"],
     "defaults, constant Adam (no AdamW, cosine, warm-up)": ["--optimizer", "adam", "--schedule", "constant",
                                                             "--warmup-epochs", "0"],
 }
-MOBILENET_VARIANTS = {"defaults, frozen encoder throughout (no fine-tuning)": ["--fine-tune-epochs", "0"]}
+VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other model's recipe does
+    "mobilenet": {"defaults + scale and colour augmentation": ["--augment", "flip,scale,color"],
+                  "defaults + fine-tuning the last 5 epochs": ["--fine-tune-epochs", "5"]},
+    "unet": {"defaults, flips only (no scale, colour)": ["--augment", "flip"]},
+}
 
 
 class EpochScores(keras.callbacks.Callback):
@@ -119,8 +123,9 @@ def run_script(model_name: str, extra: list[str], epochs: int, seed: int, photos
     with tempfile.TemporaryDirectory() as folder:
         module = train_mobilenet_unet if model_name == "mobilenet" else train_unet
         frozen = epochs
-        if model_name == "mobilenet":  # the same epochs in all: the default fine-tuning ones among them
-            fine_tuning = 0 if "--fine-tune-epochs" in extra else train_mobilenet_unet.FINE_TUNE_EPOCHS
+        if model_name == "mobilenet":  # the same epochs in all: fine-tuning ones among them
+            fine_tuning = (int(extra[extra.index("--fine-tune-epochs") + 1]) if "--fine-tune-epochs" in extra
+                           else train_mobilenet_unet.FINE_TUNE_EPOCHS)
             frozen = epochs - fine_tuning
         argv = ["--data", str(DATA), "--image-size", str(SIZE), "--epochs", str(frozen), "--seed", str(seed),
                 "--output", str(Path(folder) / "run"), *extra]
@@ -166,8 +171,7 @@ def main() -> None:
         runs = {"defaults": []}
         if args.variants:
             runs.update(VARIANTS)
-            if model_name == "mobilenet":
-                runs.update(MOBILENET_VARIANTS)
+            runs.update(VARIANTS_BY_MODEL[model_name])
         for name, extra in runs.items():
             result = run_script(model_name, extra, args.epochs, args.seed, photos)
             everything[f"{model_name}: {name}"] = result

@@ -148,15 +148,12 @@ def test_models_save_and_load_in_safe_mode_with_the_same_predictions(builder, tm
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
-def test_logits_stay_float32_under_mixed_precision():
+def test_logits_stay_float32_under_mixed_precision(float32_policy):
     keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        for model in (build_unet((64, 64, 3), 3, filters=(4,) * 6), build_mobilenet_unet((64, 64, 3), encoder_weights=None)):
-            assert model.get_layer("logits").compute_dtype == "float32"
-            assert model.layers[2].compute_dtype == "float16"
-            assert model(np.zeros((1, 64, 64, 3), "float32")).dtype == "float32"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    for model in (build_unet((64, 64, 3), 3, filters=(4,) * 6), build_mobilenet_unet((64, 64, 3), encoder_weights=None)):
+        assert model.get_layer("logits").compute_dtype == "float32"
+        assert model.layers[2].compute_dtype == "float16"
+        assert model(np.zeros((1, 64, 64, 3), "float32")).dtype == "float32"
 
 
 # ---------------------------------------------------------------- upsample block
