@@ -44,7 +44,7 @@ print(json.dumps({{"peak_mb": peak_mb() - baseline, "epochs": epochs}}))
 def measure(folder: Path, cache: str, size: int, scratch: Path) -> dict:
     cache_dir = str(scratch / f"cache-{cache}") if cache == "disk" else None
     if cache_dir:
-        Path(cache_dir).mkdir(exist_ok=True)
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
     code = PROBE.format(repo=str(REPO), size=size, cache=cache, cache_dir=cache_dir, folder=str(folder))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(result.stdout.strip().splitlines()[-1])
