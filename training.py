@@ -9,6 +9,7 @@ recipe.py.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import hashlib
@@ -207,6 +208,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     if not args.resume:  # checked now, created once data and model are ready: a failed start leaves nothing
         args.output = str(RunDir.unused_path(args.output, args.script))
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="segmentation-worker-"))
+    if scratch is not None:  # removed however this process ends, also before the run folder opens
+        atexit.register(shutil.rmtree, scratch, True)
     options = data_options(args)
     if scratch is not None and options.cache == "disk":  # a worker's cache stays out of the user's folders
         options = dataclasses.replace(options, cache_dir=str(scratch / "cache"))
@@ -315,7 +318,8 @@ def open_run_folder(args: argparse.Namespace, scratch: Path | None, cache_dir: s
         return
     try:
         if args.resume:
-            shutil.copytree(args.output, scratch / "run", ignore=shutil.ignore_patterns("logs", "predictions", ".*"))
+            shutil.copytree(args.output, scratch / "run",
+                            ignore=shutil.ignore_patterns("logs", "predictions", "cache", ".*"))
             run = RunDir(scratch / "run")
             (run.path / "predictions").mkdir(exist_ok=True)
         else:
