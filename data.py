@@ -419,9 +419,15 @@ def photos(source: str | os.PathLike, split: str, options: DataOptions = DataOpt
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     name, size = os.fspath(source), options.image_size
     if name == SYNTHETIC:
+        options.labels(oxford=False)  # the ignore value may not be a class, as in load_split
         count = SYNTHETIC_SIZES[split] if options.limit is None else min(options.limit, SYNTHETIC_SIZES[split])
-        return count, (Photo(f"{split}_{i:04d}", *_int16_mask(*synthetic_example(i, split, size, size)))
-                       for i in range(count))
+
+        def made() -> Iterator[Photo]:
+            for index in range(count):
+                image, mask = synthetic_example(index, split, size, size)
+                yield Photo(f"{split}_{index:04d}", image, mask.astype(np.int16))
+
+        return count, made()
     if name == TFDS_NAME:
         return _tfds_photos(split, options)
     root, layout, pairs = _folder_pairs(name, split, options)
@@ -442,10 +448,6 @@ def photos(source: str | os.PathLike, split: str, options: DataOptions = DataOpt
             yield Photo(pair.image.stem, resize_image(pixels, size).numpy(), labels.to_counted(mask))
 
     return len(pairs), read()
-
-
-def _int16_mask(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return image, mask.astype(np.int16)
 
 
 def _tfds_photos(split: str, options: DataOptions) -> tuple[int, Iterator[Photo]]:
