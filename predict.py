@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from data import without_autotuning  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import atomic_path  # noqa: E402
 from inference import (IMAGE_EXTENSIONS, BadImage, Predictor, load_predictor, read_photo,  # noqa: E402
@@ -164,7 +165,7 @@ def segment(predictor: Predictor, jobs: list[Job], *, batch_size: int) -> Summar
     ds = tf.data.Dataset.from_generator(
         decoded, output_signature=(tf.TensorSpec((), tf.int64), tf.TensorSpec((None, None, 3), tf.uint8))
     ).map(lambda index, pixels: (index, resize_image(pixels, size)), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size).prefetch(2)
+    ds = without_autotuning(ds.batch(batch_size).prefetch(2))
     progress = Progress(len(jobs), "image")
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as writers:

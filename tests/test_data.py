@@ -397,3 +397,13 @@ def test_disk_cache_names_change_with_the_settings(own_flat):
 def test_a_disk_cache_needs_a_folder():
     with pytest.raises(ValueError, match="a disk cache needs a cache_dir"):
         data.DataOptions(cache="disk")
+
+
+def test_training_and_evaluation_batches_run_without_the_autotuning_thread():
+    """Keras deletes an iterator every epoch; with autotuning on that waited seconds (data.without_autotuning)."""
+    split = data.load_split("synthetic", "train", data.DataOptions(image_size=32, limit=8))
+    for training in (True, False):
+        ds = data.batches(split, batch_size=4, training=training, seed=0)
+        assert ds.options().autotune.enabled is False
+        batches = [first for first, *_ in ds]
+        assert [b.shape[0] for b in batches] == [4, 4]
