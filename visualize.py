@@ -72,7 +72,7 @@ def save_curves(path: str | os.PathLike, history: Sequence[Mapping[str, float]])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.05, right=0.98, bottom=0.13, top=0.91, wspace=0.22)  # fixed: drawn every epoch
     _save(figure, path)
 
 
@@ -93,7 +93,9 @@ def save_prediction_panel(
         if row_titles is not None:
             axes[row, 0].set_title(row_titles[row] if row else f"Input\n{row_titles[row]}", fontsize=9)
     figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0, 1, 0.98))
+    # A fixed layout: tight_layout measured 80 ms of the panel's 210, and the panel is drawn every epoch.
+    top = 1.0 - 0.75 / figure.get_figheight()
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.05, hspace=0.12 + 0.1 * (row_titles is not None))
     _save(figure, path)
 
 
