@@ -25,7 +25,7 @@ EXTENDABLE = ("epochs", "fine_tune_epochs")
 GROUPS = ("data", "model", "optimization", "devices", "output")
 
 
-def base_parser(script: str, description: str) -> argparse.ArgumentParser:
+def base_parser(script: str, description: str, epochs_help: str = "training epochs") -> argparse.ArgumentParser:
     """The options every training script shares, in groups; scripts add their model's own."""
     parser = argparse.ArgumentParser(
         prog=f"{script}.py", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -50,7 +50,7 @@ def base_parser(script: str, description: str) -> argparse.ArgumentParser:
             f"{name}: {what}" for name, what in augment.AUGMENTATIONS.items()))
 
     add = groups["optimization"].add_argument
-    add("--epochs", type=int, default=20, help="training epochs (with --resume: raise the planned count)")
+    add("--epochs", type=int, default=20, help=f"{epochs_help} (with --resume: raise the planned count)")
     add("--batch-size", type=int, default=recipe.DEFAULT_BATCH_SIZE, help=(
         "global batch size, split across devices; smaller batches give more steps per epoch, which "
         "a few hundred images need (see BENCHMARKS.md)"))

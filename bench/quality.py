@@ -55,7 +55,10 @@ VARIANTS = {  # each undoes one part of the default recipe
 }
 VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other model's recipe does
     "mobilenet": {"defaults + scale and colour augmentation": ["--augment", "flip,scale,color"],
-                  "defaults + fine-tuning the last 5 epochs": ["--fine-tune-epochs", "5"]},
+                  "defaults, frozen throughout (no fine-tuning)": ["--fine-tune-epochs", "0"],
+                  "defaults, fine-tuning every encoder layer": ["--fine-tune-from", "all"],
+                  "defaults, fine-tuning from block 13": ["--fine-tune-from", "block_13_expand"],
+                  "defaults, fine-tuning peak 1e-4": ["--fine-tune-learning-rate", "1e-4"]},
     "unet": {"defaults, flips only (no scale, colour)": ["--augment", "flip"]},
 }
 

@@ -81,8 +81,9 @@ def _resolve_weights(encoder_weights: str | os.PathLike | None) -> str | None:
     return path
 
 
-def set_encoder_trainable(model: keras.Model, trainable: bool, *, batchnorm: bool = False) -> None:
-    """Freezes or unfreezes the encoder; its BatchNorm stays frozen unless `batchnorm`.
+def set_encoder_trainable(model: keras.Model, trainable: bool, *, batchnorm: bool = False,
+                          from_layer: str | None = None) -> None:
+    """Freezes or unfreezes the encoder (from `from_layer` on, if given); BatchNorm stays frozen unless `batchnorm`.
 
     Fine-tuning pretrained weights wants BatchNorm frozen: a frozen BatchNormalization layer
     runs in inference mode in Keras 3, whatever the `training` flag of the call (a setting
@@ -90,12 +91,28 @@ def set_encoder_trainable(model: keras.Model, trainable: bool, *, batchnorm: boo
     encoder trained from random weights needs `batchnorm=True`: its initial statistics
     (mean 0, variance 1) shrink activations about a millionfold by the deepest skip, and
     MobileNetV2's momentum of 0.999 would take thousands of steps to replace them, so it is
-    lowered to 0.99 (a few hundred steps). Recompile the model afterwards for it to count.
+    lowered to 0.99 (a few hundred steps). With `from_layer` (e.g. "block_6_expand"), the
+    layers before it stay frozen: the early, high-resolution blocks are the costliest to
+    back-propagate through and the most generic. Recompile the model afterwards for it to count.
     """
     encoder = model.get_layer(ENCODER_NAME)
+    first = encoder_layer_index(model, from_layer) if from_layer is not None else 0
     encoder.trainable = trainable
-    for layer in encoder.layers:
+    for index, layer in enumerate(encoder.layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
         if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = trainable and batchnorm
+            layer.trainable = trainable and batchnorm and index >= first
             if layer.trainable:
                 layer.momentum = min(layer.momentum, 0.99)
+        else:
+            layer.trainable = trainable and index >= first
+
+
+def encoder_layer_index(model: keras.Model, name: str) -> int:
+    """The position of the encoder layer `name`; ValueError naming the choices if there is none."""
+    names = [layer.name for layer in model.get_layer(ENCODER_NAME).layers]
+    if name not in names:
+        raise ValueError(f"the encoder has no layer {name!r} (MobileNetV2's are named like 'block_6_expand', "
+                         f"from {names[1]!r} to {names[-1]!r})")
+    return names.index(name)

@@ -135,6 +135,25 @@ def test_fine_tuning_trains_the_encoder_with_batchnorm_in_inference_mode():
     np.testing.assert_array_equal(moving_mean, bn.moving_mean.numpy())
 
 
+def test_fine_tuning_from_a_layer_keeps_the_earlier_layers_frozen():
+    model = build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None)
+    encoder = model.get_layer("encoder")
+    set_encoder_trainable(model, True, from_layer="block_13_expand")
+    names = [layer.name for layer in encoder.layers]
+    first = names.index("block_13_expand")
+    later = sum(layer.count_params() for layer in encoder.layers[first:]
+                if not isinstance(layer, keras.layers.BatchNormalization))
+    assert trainable_count(model) == 4_660_323 + later == 5_914_083
+    assert not encoder.get_layer("block_12_project").trainable and encoder.get_layer("block_13_expand").trainable
+    assert not encoder.get_layer("block_13_expand_BN").trainable  # BatchNorm stays in inference mode
+    kernels = {name: encoder.get_layer(name).kernel.numpy().copy() for name in ("block_12_project", "block_13_expand")}
+    one_step(model)
+    np.testing.assert_array_equal(kernels["block_12_project"], encoder.get_layer("block_12_project").kernel.numpy())
+    assert not np.array_equal(kernels["block_13_expand"], encoder.get_layer("block_13_expand").kernel.numpy())
+    with pytest.raises(ValueError, match="the encoder has no layer 'block_99'"):
+        set_encoder_trainable(model, True, from_layer="block_99")
+
+
 @pytest.mark.parametrize("builder", ["unet", "mobilenet"])
 def test_models_save_and_load_in_safe_mode_with_the_same_predictions(builder, tmp_path):
     if builder == "unet":

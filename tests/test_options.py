@@ -98,3 +98,19 @@ def test_unknown_augmentation_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         train_unet.build_parser().parse_args(["--augment", "flip,rotate"])
     assert "'flip,rotate': use 'none' or a comma-separated list of flip, scale, color" in capsys.readouterr().err
+
+
+def test_each_script_defaults_to_its_measured_recipe():
+    """The recipes of BENCHMARKS.md section 1: changing one is a decision, not an accident."""
+    mobilenet = train_mobilenet_unet.build_parser().parse_args([])
+    unet = train_unet.build_parser().parse_args([])
+    shared = dict(optimizer="adamw", weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0, learning_rate=1e-3,
+                  bn_momentum=0.9, image_size=128, cache="memory")
+    for args in (mobilenet, unet):
+        assert {key: getattr(args, key) for key in shared} == shared
+    assert (mobilenet.epochs, mobilenet.fine_tune_epochs, mobilenet.fine_tune_learning_rate) == (10, 10, 3e-4)
+    assert mobilenet.fine_tune_from == "block_6_expand"
+    assert (mobilenet.batch_size, mobilenet.loss, mobilenet.augment) == (16, "sce", ("flip",))
+    assert (unet.epochs, unet.batch_size, unet.loss, unet.augment) == (20, 8, "sce+dice", ("flip", "scale", "color"))
+    help_text = " ".join(train_mobilenet_unet.build_parser().format_help().split())
+    assert "--epochs EPOCHS epochs on the frozen encoder, before the fine-tuning ones" in help_text
