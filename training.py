@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -258,8 +259,9 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                             compile_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, names)
                         else:  # resumed mid-phase: the same optimizer state, the schedule of the current plan
                             continue_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, names)
-                    model.fit(train_ds, validation_data=val_ds, epochs=phase.until, initial_epoch=epoch,
-                              callbacks=[stop, recorder, tensorboard, *callbacks], shuffle=False, verbose=verbose)
+                    with batches_counted_as_they_come():
+                        model.fit(train_ds, validation_data=val_ds, epochs=phase.until, initial_epoch=epoch,
+                                  callbacks=[stop, recorder, tensorboard, *callbacks], shuffle=False, verbose=verbose)
                     epoch = run.completed_epochs()
         except (Stopped, KeyboardInterrupt) as stopped:
             code = stopped.exit_code if isinstance(stopped, Stopped) else 130
@@ -271,7 +273,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
             compile_phase(model, args, phases[-1].learning_rate, 1, 1, names)
 
         print(f"evaluating on the test split ({args.data})")
-        results = model.evaluate(val_ds, return_dict=True, verbose=verbose)
+        with batches_counted_as_they_come():
+            results = model.evaluate(val_ds, return_dict=True, verbose=verbose)
         with user_errors(f"--data {args.data}"):
             count, test_photos = data.photos(args.data, "test", options)
             original = evaluation.evaluate(keras_predictor(model), test_photos, names, count=count).figures()
@@ -283,6 +286,19 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
           f"at each photo's own size {original['original_size']['mean_iou']:.4f} and "
           f"{original['original_size']['accuracy']:.4f}; run folder: {args.output}")
     return 0
+
+
+@contextlib.contextmanager
+def batches_counted_as_they_come() -> Iterator[None]:
+    """Keras' "Your input ran out of data ... use .repeat()" warning silenced: it is wrong here.
+
+    A folder's split drops unreadable files as it reads them, so tf.data cannot count its
+    batches ahead; Keras learns the count at the end of the first pass and warns, although
+    one pass per epoch is exactly what is meant.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import keras
@@ -94,7 +95,11 @@ def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
     run = tmp_path / "run"
     argv = ["--data", str(oxford_sample), "--image-size", "64", "--batch-size", "6", "--epochs", "1",
             "--output", str(run)] + SMALL_UNET
-    assert train_unet.main(argv) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train_unet.main(argv) == 0
+    # the folder's batches are not counted ahead; Keras' "ran out of data" advice does not apply
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]["iou_per_class"]) == {"pet", "background", "border"}
     assert len(read_history(run)) == 1
