@@ -244,14 +244,14 @@ def batches(
 
 
 def without_autotuning(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """`ds` with tf.data's autotuning model turned off; AUTOTUNE then means as many threads as cores.
+    """`ds` with tf.data's autotuning model turned off: AUTOTUNE settings keep fixed defaults.
 
     Keras makes a new iterator over the training data every epoch and over the validation
     data at every evaluation, and deletes the previous one. With autotuning on, deleting an
-    iterator waits for its tuning thread, and on a busy 2-core machine that wait took 5, 10,
+    iterator waits for its tuning thread, and on our 2-core machine that wait took 5, 10,
     even 15 s (py-spy: the main thread in RootDataset::Iterator's destructor), in most epochs:
     an epoch of 4.7 s of steps took 9.7 s. Our pipelines do their heavy work once, before
-    the cache, so the default parallelism (one call per core) and prefetching loses nothing.
+    the cache; measured, cached epochs ran no slower without the tuning (BENCHMARKS.md).
     """
     options = tf.data.Options()
     options.autotune.enabled = False
