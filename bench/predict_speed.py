@@ -16,12 +16,11 @@ import argparse
 import contextlib
 import io
 import re
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
-
-import shutil
 
 from _common import REPO, machine, photo_folder, print_table
 

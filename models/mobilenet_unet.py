@@ -99,14 +99,10 @@ def set_encoder_trainable(model: keras.Model, trainable: bool, *, batchnorm: boo
     first = encoder_layer_index(model, from_layer) if from_layer is not None else 0
     encoder.trainable = trainable
     for index, layer in enumerate(encoder.layers):
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = trainable and batchnorm and index >= first
-            if layer.trainable:
-                layer.momentum = min(layer.momentum, 0.99)
-        else:
-            layer.trainable = trainable and index >= first
+        is_batchnorm = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = trainable and index >= first and (batchnorm or not is_batchnorm)
+        if is_batchnorm and layer.trainable:
+            layer.momentum = min(layer.momentum, 0.99)
 
 
 def encoder_layer_index(model: keras.Model, name: str) -> int:

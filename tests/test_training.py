@@ -299,12 +299,12 @@ def test_negative_fine_tune_epochs(tmp_path, capsys):
     assert status == 2 and "--fine-tune-epochs must be 0 or more" in err
 
 
-
 def test_unknown_fine_tune_layer_is_refused_before_training(tmp_path, capsys):
     argv = QUICK + ["--encoder-weights", "none", "--fine-tune-from", "block_99", "--output", str(tmp_path / "r")]
     status, err = run_script(train_mobilenet_unet, argv, capsys)
     assert status == 2 and "--fine-tune-from block_99: the encoder has no layer 'block_99'" in err
     assert not (tmp_path / "r").exists()
+
 
 def majority_class_mean_iou(source, options) -> float:
     """Mean IoU of predicting the training split's most frequent class everywhere, at own size."""
