@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import math
 import os
 import socket
 import warnings
@@ -281,6 +282,22 @@ def load_split(source: str | os.PathLike, split: str, options: DataOptions = Dat
     if options.cache == "disk":
         cache_file = str(Path(options.cache_dir) / options.cache_key(source, split))
     return dataclasses.replace(loaded, cache=options.cache, cache_file=cache_file)
+
+
+def spread_subset(split: Split, count: int) -> Split:
+    """About `count` examples spread evenly over the split: every k-th, from the first.
+
+    The same examples every time, drawn from the whole split rather than its head, so a
+    folder listed breed by breed (as Oxford-IIIT Pet's lists are) is still covered
+    throughout. A disk cache gets a file of its own, apart from the whole split's.
+    """
+    _check_positive("count", count)
+    step = max(1, math.ceil(split.count / count))
+    if step == 1:
+        return split
+    cache_file = None if split.cache_file is None else f"{split.cache_file}-every{step}"
+    return dataclasses.replace(split, examples=split.examples.shard(step, 0), count=math.ceil(split.count / step),
+                               cache_file=cache_file)
 
 
 def _folder_pairs(name: str, split: str, options: DataOptions) -> tuple[Path, str, list[Pair]]:

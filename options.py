@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -48,6 +49,11 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
     add("--augment", type=augment.parse_augmentations, default=",".join(augment.DEFAULT),
         help="training augmentations, comma-separated, or 'none': " + "; ".join(
             f"{name}: {what}" for name, what in augment.AUGMENTATIONS.items()))
+
+    add("--val-examples", type=parse_val_examples, default="auto", metavar="N|auto|all", help=(
+        "test-split examples scored after each epoch (history, curves, best.keras), spread evenly over "
+        "the split; the whole split is evaluated at the end. auto: a quarter as many as the training "
+        "examples, at least 64, so validation stays a small part of each epoch; all: every one"))
 
     add = groups["optimization"].add_argument
     add("--epochs", type=int, default=20, help=f"{epochs_help} (with --resume: raise the planned count)")
@@ -93,6 +99,36 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
         "continue the run in DIR from its last finished epoch, with its settings; only --epochs "
         "(and --fine-tune-epochs) may be given beside it, to plan a longer run"))
     return parser
+
+
+def parse_val_examples(text: str) -> str | int:
+    """'auto', 'all' or a positive count, for argparse."""
+    word = str(text).strip().lower()
+    if word in ("auto", "all"):
+        return word
+    try:
+        count = int(word)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 'auto', 'all' or a number of examples of at least 1")
+    return count
+
+
+def validation_count(choice: str | int, train_count: int, test_count: int) -> int:
+    """How many test examples to score after each epoch, for `--val-examples`.
+
+    'auto' keeps validation under a tenth of an epoch's work: scoring an example costs about a
+    third of training on one (a forward pass against forward and backward), so a quarter as
+    many as the training examples; at least 64, so a small split is still scored well.
+    """
+    if choice == "all":
+        wanted = test_count
+    elif choice == "auto":
+        wanted = max(64, math.ceil(train_count / 4))
+    else:
+        wanted = int(choice)
+    return max(1, min(wanted, test_count))
 
 
 def add_label_options(add, own_classes: str) -> None:

@@ -38,7 +38,7 @@ import recipe
 from errors import UserError, user_errors
 from files import write_json
 from inference import keras_predictor
-from options import data_options
+from options import data_options, validation_count
 from progress import keras_verbose
 from rundir import RunDir, RunRecorder
 
@@ -234,10 +234,12 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         test_split = data.load_split(args.data, "test", options)
     train_ds = _distributable(data.batches(train_split, batch_size=args.batch_size, training=True,
                                            class_weights=weights, seed=args.seed, augmentations=args.augment))
-    val_ds = _distributable(data.batches(test_split, batch_size=args.batch_size, class_weights=weights))
+    val_split = data.spread_subset(test_split, validation_count(args.val_examples, train_split.count, test_split.count))
+    val_ds = _distributable(data.batches(val_split, batch_size=args.batch_size, class_weights=weights))
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
     steps_per_epoch = math.ceil(train_split.count / args.batch_size)
-    print(f"{train_split.count} training and {test_split.count} test examples; {steps_per_epoch} steps an epoch")
+    print(f"{train_split.count} training and {test_split.count} test examples ({val_split.count} scored after "
+          f"each epoch); {steps_per_epoch} steps an epoch")
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy())
@@ -273,13 +275,15 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
             compile_phase(model, args, phases[-1].learning_rate, 1, 1, names)
 
         print(f"evaluating on the test split ({args.data})")
+        test_ds = val_ds if val_split is test_split else _distributable(data.batches(
+            dataclasses.replace(test_split, cache="none"), batch_size=args.batch_size, class_weights=weights))
         with batches_counted_as_they_come():
-            results = model.evaluate(val_ds, return_dict=True, verbose=verbose)
+            results = model.evaluate(test_ds, return_dict=True, verbose=verbose)
         with user_errors(f"--data {args.data}"):
             count, test_photos = data.photos(args.data, "test", options)
             original = evaluation.evaluate(keras_predictor(model), test_photos, names, count=count).figures()
         write_json(run.path / "metrics.json", run_metrics(args, model, results, original["original_size"], run,
-                                                          names, time.perf_counter() - started))
+                                                          names, time.perf_counter() - started, val_split.count))
     if strategy.num_replicas_in_sync > 1 or not chief:
         print(f"weights digest {weights_digest(model)} (the same on every worker)")
     print(f"test mean IoU {results['mean_iou']:.4f}, pixel accuracy {results['accuracy']:.4f} at {args.image_size} px; "
@@ -361,7 +365,7 @@ def _distributable(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def run_metrics(args: argparse.Namespace, model: keras.Model, results: dict, original_size: dict, run: RunDir,
-                names: Sequence[str], seconds: float) -> dict:
+                names: Sequence[str], seconds: float, validation_examples: int) -> dict:
     history = run.read_history()
     best = max(history, key=lambda row: row.get("val_mean_iou", -1.0), default={})
     return {
@@ -376,6 +380,7 @@ def run_metrics(args: argparse.Namespace, model: keras.Model, results: dict, ori
         "epochs_completed": run.completed_epochs(),
         "best_epoch": best.get("epoch"),
         "best_val_mean_iou": best.get("val_mean_iou"),
+        "validation_examples": validation_examples,  # the test examples scored after each epoch
         "parameters": {
             "total": int(model.count_params()),
             "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),

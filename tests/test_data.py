@@ -407,3 +407,21 @@ def test_training_and_evaluation_batches_run_without_the_autotuning_thread():
         assert ds.options().autotune.enabled is False
         batches = [first for first, *_ in ds]
         assert [b.shape[0] for b in batches] == [4, 4]
+
+
+def test_a_spread_subset_takes_every_kth_example_from_the_whole_split(tmp_path):
+    """Per-epoch validation (--val-examples) scores the same examples each epoch, from all over the split."""
+    options = data.DataOptions(image_size=32, limit=10)
+    split = data.load_split("synthetic", "test", options)
+    every = [mask.numpy() for _, mask in split.examples]
+    subset = data.spread_subset(split, 4)  # every 3rd of 10: examples 0, 3, 6, 9
+    assert subset.count == 4
+    for got, expected in zip([mask.numpy() for _, mask in subset.examples], [every[i] for i in (0, 3, 6, 9)],
+                             strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert data.spread_subset(split, 10) is split and data.spread_subset(split, 50) is split
+    on_disk = data.load_split("synthetic", "test", data.DataOptions(image_size=32, limit=10, cache="disk",
+                                                                    cache_dir=str(tmp_path)))
+    assert data.spread_subset(on_disk, 4).cache_file == f"{on_disk.cache_file}-every3"  # not the whole split's cache
+    with pytest.raises(ValueError, match="count"):
+        data.spread_subset(split, 0)

@@ -114,3 +114,26 @@ def test_each_script_defaults_to_its_measured_recipe():
     assert (unet.epochs, unet.batch_size, unet.loss, unet.augment) == (20, 8, "sce+dice", ("flip", "scale", "color"))
     help_text = " ".join(train_mobilenet_unet.build_parser().format_help().split())
     assert "--epochs EPOCHS epochs on the frozen encoder, before the fine-tuning ones" in help_text
+
+
+@pytest.mark.parametrize("choice, train, test, scored", [
+    ("auto", 240, 60, 60),  # a small test split: every example
+    ("auto", 300, 300, 75),  # a quarter of the training examples
+    ("auto", 40, 300, 64),  # at least 64
+    ("auto", 3680, 3669, 920),  # Oxford-IIIT Pet through TFDS
+    ("all", 3680, 3669, 3669),
+    (10, 240, 60, 10),
+    (100, 240, 60, 60),
+])
+def test_validation_count(choice, train, test, scored):
+    assert options.validation_count(choice, train, test) == scored
+
+
+def test_val_examples_parse(capsys):
+    parser = train_unet.build_parser()
+    assert [parser.parse_args(["--val-examples", text]).val_examples for text in ("auto", "ALL", "12")] == ["auto", "all", 12]
+    assert parser.parse_args([]).val_examples == "auto"
+    for bad in ("0", "some"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--val-examples", bad])
+        assert f"{bad!r}: use 'auto', 'all' or a number of examples of at least 1" in capsys.readouterr().err

@@ -57,8 +57,9 @@ def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 
 
 def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     run = tmp_path / "run"
-    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--output", str(run)]) == 0
-    metrics = check_run_folder(run, epochs=1)
+    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--val-examples", "5", "--output", str(run)]) == 0
+    metrics = check_run_folder(run, epochs=1)  # the final evaluation covers all 16 test examples
+    assert metrics["validation_examples"] == 4  # every 4th of the 16 after each epoch
     assert metrics["settings"]["filters"] == [4, 8, 8, 8, 8, 8]
     # the best epoch is the last: best.keras is that very file, linked rather than written twice
     assert (run / "best.keras").read_bytes() == (run / "last.keras").read_bytes()
