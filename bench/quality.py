@@ -16,7 +16,7 @@ process slowed down (its memory grew to 5 GB), so compare times across processes
 the first runs, or run one model at a time. "to tutorial" is the training time after
 which the run's mean IoU first reaches the tutorial run's final one.
 
-    python bench/quality.py [--models mobilenet,unet] [--variants] [--epochs 20] [--seed 1]
+    python bench/quality.py [--models mobilenet,unet] [--variants [TEXT]] [--epochs 20] [--seed 1] [--data DIR]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ DATA = REPO.parent / "shared" / "data" / "oxford-pets-300"
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_1.0_224_no_top.h5"
 SIZE = 128
 VARIANTS = {  # each undoes one part of the default recipe
+    "defaults, validating on every test photo each epoch": ["--val-examples", "all"],
     "defaults, BatchNorm momentum 0.99": ["--bn-momentum", "0.99"],
     "defaults, batch 64 (the tutorial's)": ["--batch-size", "64"],
     "defaults, constant Adam (no AdamW, cosine, warm-up)": ["--optimizer", "adam", "--schedule", "constant",
@@ -81,9 +82,9 @@ class EpochScores(keras.callbacks.Callback):
 # --------------------------------------------------------------------------- the tutorial's recipe
 
 
-def tutorial_dataset(seed: int) -> tf.data.Dataset:
+def tutorial_dataset(folder: Path, seed: int) -> tf.data.Dataset:
     """The tutorial's pipeline on the archive folder: bilinear masks, flips by two seeded layers."""
-    pairs = data._oxford_pairs(DATA, "train")
+    pairs = data._oxford_pairs(folder, "train")
 
     def load(image_path, mask_path):
         image = tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3), (SIZE, SIZE))
@@ -108,21 +109,22 @@ def tutorial_mobilenet() -> keras.Model:
     return keras.Model(inputs, layers.Conv2DTranspose(3, 3, strides=2, padding="same")(x))
 
 
-def run_tutorial(model_name: str, epochs: int, seed: int, photos: list[data.Photo]) -> dict:
+def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int, photos: list[data.Photo]) -> dict:
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = tutorial_mobilenet() if model_name == "mobilenet" else build_unet((SIZE, SIZE, 3), 3)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)
     scores = EpochScores(photos, started)
-    model.fit(tutorial_dataset(seed), epochs=epochs, callbacks=[scores], verbose=0)
+    model.fit(tutorial_dataset(folder, seed), epochs=epochs, callbacks=[scores], verbose=0)
     return {"rows": scores.rows, "seconds": time.perf_counter() - started - scores.scoring}
 
 
 # --------------------------------------------------------------------------- the project's scripts
 
 
-def run_script(model_name: str, extra: list[str], epochs: int, seed: int, photos: list[data.Photo]) -> dict:
+def run_script(model_name: str, source: Path, extra: list[str], epochs: int, seed: int,
+               photos: list[data.Photo]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         module = train_mobilenet_unet if model_name == "mobilenet" else train_unet
         frozen = epochs
@@ -130,7 +132,7 @@ def run_script(model_name: str, extra: list[str], epochs: int, seed: int, photos
             fine_tuning = (int(extra[extra.index("--fine-tune-epochs") + 1]) if "--fine-tune-epochs" in extra
                            else train_mobilenet_unet.FINE_TUNE_EPOCHS)
             frozen = epochs - fine_tuning
-        argv = ["--data", str(DATA), "--image-size", str(SIZE), "--epochs", str(frozen), "--seed", str(seed),
+        argv = ["--data", str(source), "--image-size", str(SIZE), "--epochs", str(frozen), "--seed", str(seed),
                 "--output", str(Path(folder) / "run"), *extra]
         if model_name == "mobilenet":
             argv += ["--encoder-weights", str(WEIGHTS)]
@@ -157,31 +159,34 @@ def summary(name: str, model_name: str, result: dict, tutorial: dict | None) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mobilenet,unet", help="mobilenet, unet or both (default: both)")
-    parser.add_argument("--variants", action="store_true", help="also run the defaults with one change undone each")
+    parser.add_argument("--variants", nargs="?", const="", default=None, metavar="TEXT",
+                        help="also run the defaults with one change undone each (only those whose name holds TEXT)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help=f"an Oxford-IIIT Pet archive folder to train and score on (default: {DATA})")
     parser.add_argument("--epochs", type=int, default=20, help="default: 20")
     parser.add_argument("--seed", type=int, default=1, help="default: 1")
     parser.add_argument("--json", default=None, help="also write every epoch's scores to this file")
     args = parser.parse_args()
-    if not (DATA / "images").is_dir() or not WEIGHTS.is_file():
-        raise SystemExit(f"needs {DATA} and {WEIGHTS}")
-    count, photo_iter = data.photos(DATA, "test", data.DataOptions(image_size=SIZE))
+    if not (args.data / "images").is_dir() or not WEIGHTS.is_file():
+        raise SystemExit(f"needs {args.data} and {WEIGHTS}")
+    count, photo_iter = data.photos(args.data, "test", data.DataOptions(image_size=SIZE))
     photos = list(photo_iter)
     rows, everything = [], {}
     for model_name in args.models.split(","):
-        tutorial = run_tutorial(model_name, args.epochs, args.seed, photos)
+        tutorial = run_tutorial(model_name, args.data, args.epochs, args.seed, photos)
         everything[f"{model_name}: tutorial"] = tutorial
         rows.append(summary("tutorial recipe", model_name, tutorial, None))
         runs = {"defaults": []}
-        if args.variants:
-            runs.update(VARIANTS)
-            runs.update(VARIANTS_BY_MODEL[model_name])
+        if args.variants is not None:
+            runs.update({name: extra for name, extra in {**VARIANTS, **VARIANTS_BY_MODEL[model_name]}.items()
+                         if args.variants in name})
         for name, extra in runs.items():
-            result = run_script(model_name, extra, args.epochs, args.seed, photos)
+            result = run_script(model_name, args.data, extra, args.epochs, args.seed, photos)
             everything[f"{model_name}: {name}"] = result
             rows.append(summary(name, model_name, result, tutorial))
             print(rows[-1], flush=True)
     print(f"\nmachine: {machine()}")
-    print_table(f"Quality on {len(photos)} validation photos of oxford-pets-300 at each photo's own size, "
+    print_table(f"Quality on {len(photos)} validation photos of {args.data.name} at each photo's own size, "
                 f"{args.epochs} epochs at {SIZE} px, seed {args.seed}",
                 ["model", "recipe", "mean IoU", "pixel accuracy", "IoU pet / background / border", "seconds",
                  "time ratio", "s to tutorial's IoU"], rows)
