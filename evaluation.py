@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class Evaluation:
     original_size: np.ndarray
     images: int = 0
     worst: list[Failure] = field(default_factory=list)
+    loss: float | None = None  # the mean over images of `loss`, when evaluate was given one
 
     def figures(self) -> dict:
         """{"model_size": scores, "original_size": scores}, each as metrics.scores gives it."""
@@ -55,18 +56,27 @@ def evaluate(
     batch_size: int = 32,
     keep_worst: int = 0,
     show_progress: bool = False,
+    loss: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> Evaluation:
-    """Confusion matrices over all photos, in int64, at both sizes; the `keep_worst` lowest-IoU images."""
+    """Confusion matrices over all photos, in int64, at both sizes; the `keep_worst` lowest-IoU images.
+
+    `loss(truth, logits)`, given the model-size masks (int16 (B, S, S), -1 where ignored) and
+    the logits of a batch, returns the batch's mean loss; the result's `loss` is its mean over
+    all images, so a training run gets its test loss from this same pass.
+    """
     if predictor.num_classes != len(class_names):
         raise ValueError(f"the model predicts {predictor.num_classes} classes but the data has {len(class_names)}")
     num_classes = len(class_names)
     result = Evaluation(class_names, np.zeros((num_classes,) * 2, np.int64), np.zeros((num_classes,) * 2, np.int64))
     worst: list[tuple[float, int, Failure]] = []  # a max-heap by -IoU keeps the lowest
     progress = Progress(count or 0, "image") if show_progress else None
+    loss_total = 0.0
     for batch in _batches(photos, batch_size):
         logits = predictor(np.stack([photo.model_input for photo in batch]))
-        for photo, photo_logits in zip(batch, logits):
-            small_truth = _model_size_mask(photo.mask, predictor.size)
+        small_truths = [_model_size_mask(photo.mask, predictor.size) for photo in batch]
+        if loss is not None:
+            loss_total += loss(np.stack(small_truths), logits) * len(batch)
+        for photo, photo_logits, small_truth in zip(batch, logits, small_truths):
             small_prediction = np.argmax(photo_logits, axis=-1)
             result.model_size += metrics.confusion_matrix(small_truth, small_prediction, num_classes)
             full_prediction = upsampled_argmax(photo_logits, *photo.mask.shape)
@@ -87,6 +97,8 @@ def evaluate(
     if result.images == 0:
         raise ValueError("no image could be evaluated")
     result.worst = [failure for _, _, failure in sorted(worst, key=lambda item: -item[0])]
+    if loss is not None:
+        result.loss = loss_total / result.images
     return result
 
 

@@ -275,21 +275,39 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
             compile_phase(model, args, phases[-1].learning_rate, 1, 1, names)
 
         print(f"evaluating on the test split ({args.data})")
-        test_ds = val_ds if val_split is test_split else _distributable(data.batches(
-            dataclasses.replace(test_split, cache="none"), batch_size=args.batch_size, class_weights=weights))
-        with batches_counted_as_they_come():
-            results = model.evaluate(test_ds, return_dict=True, verbose=verbose)
         with user_errors(f"--data {args.data}"):
             count, test_photos = data.photos(args.data, "test", options)
-            original = evaluation.evaluate(keras_predictor(model), test_photos, names, count=count).figures()
-        write_json(run.path / "metrics.json", run_metrics(args, model, results, original["original_size"], run,
-                                                          names, time.perf_counter() - started, val_split.count))
+            judged = evaluation.evaluate(keras_predictor(model), test_photos, names, count=count,
+                                         loss=test_loss(model, weights), show_progress=verbose == 1)
+        figures = judged.figures()
+        write_json(run.path / "metrics.json", run_metrics(args, model, judged.loss, figures, run,
+                                                          time.perf_counter() - started, val_split.count))
     if strategy.num_replicas_in_sync > 1 or not chief:
         print(f"weights digest {weights_digest(model)} (the same on every worker)")
-    print(f"test mean IoU {results['mean_iou']:.4f}, pixel accuracy {results['accuracy']:.4f} at {args.image_size} px; "
-          f"at each photo's own size {original['original_size']['mean_iou']:.4f} and "
-          f"{original['original_size']['accuracy']:.4f}; run folder: {args.output}")
+    small, original = figures["model_size"], figures["original_size"]
+    print(f"test mean IoU {small['mean_iou']:.4f}, pixel accuracy {small['accuracy']:.4f} at {args.image_size} px; "
+          f"at each photo's own size {original['mean_iou']:.4f} and {original['accuracy']:.4f}; "
+          f"run folder: {args.output}")
     return 0
+
+
+def test_loss(model: keras.Model, class_weights: Sequence[float] | None) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The compiled loss of a batch, from model-size masks (-1 where ignored) and logits, as fit computes it.
+
+    The end of a run judges the test split in one pass over its photos (evaluation.evaluate),
+    which gives both sizes' figures; this adds the loss Keras' evaluate would have reported,
+    so the split is not read and run through the model a second time for it.
+    """
+    table = None if class_weights is None else np.asarray(class_weights, np.float32)
+
+    def loss(truth: np.ndarray, logits: np.ndarray) -> float:
+        labels = np.where(truth < 0, data.IGNORED, truth).astype(np.int32)[..., None]
+        weights = None
+        if table is not None:
+            weights = np.where(labels == data.IGNORED, 0.0, table[np.minimum(labels, len(table) - 1)]).astype(np.float32)
+        return float(keras.ops.convert_to_numpy(model.loss(labels, logits, sample_weight=weights)))
+
+    return loss
 
 
 @contextlib.contextmanager
@@ -364,18 +382,18 @@ def _distributable(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
-def run_metrics(args: argparse.Namespace, model: keras.Model, results: dict, original_size: dict, run: RunDir,
-                names: Sequence[str], seconds: float, validation_examples: int) -> dict:
+def run_metrics(args: argparse.Namespace, model: keras.Model, loss: float, figures: dict, run: RunDir,
+                seconds: float, validation_examples: int) -> dict:
     history = run.read_history()
     best = max(history, key=lambda row: row.get("val_mean_iou", -1.0), default={})
     return {
         "test": {
-            "loss": float(results["loss"]),
-            "accuracy": float(results["accuracy"]),
-            "mean_iou": float(results["mean_iou"]),
-            "iou_per_class": {name: float(results[f"iou_{name}"]) for name in names},
+            "loss": float(loss),
+            "accuracy": figures["model_size"]["accuracy"],
+            "mean_iou": figures["model_size"]["mean_iou"],
+            "iou_per_class": figures["model_size"]["iou_per_class"],
             "evaluated_model": "last.keras",
-            "original_size": original_size,
+            "original_size": figures["original_size"],
         },
         "epochs_completed": run.completed_epochs(),
         "best_epoch": best.get("epoch"),

@@ -60,6 +60,13 @@ def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--val-examples", "5", "--output", str(run)]) == 0
     metrics = check_run_folder(run, epochs=1)  # the final evaluation covers all 16 test examples
     assert metrics["validation_examples"] == 4  # every 4th of the 16 after each epoch
+    # the test figures come from one pass over the photos; Keras' evaluate of the saved model agrees
+    keras_figures = keras.models.load_model(run / "last.keras").evaluate(
+        data.build_dataset("synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8),
+        return_dict=True, verbose=0)
+    for name in ("loss", "accuracy", "mean_iou"):
+        assert metrics["test"][name] == pytest.approx(keras_figures[name], abs=1e-5)
+    assert metrics["test"]["iou_per_class"]["pet"] == pytest.approx(keras_figures["iou_pet"], abs=1e-5)
     assert metrics["settings"]["filters"] == [4, 8, 8, 8, 8, 8]
     # the best epoch is the last: best.keras is that very file, linked rather than written twice
     assert (run / "best.keras").read_bytes() == (run / "last.keras").read_bytes()
