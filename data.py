@@ -234,14 +234,15 @@ def batches(
         ds = augment.augment_batches(ds, tuple(augmentations), seed)
     ds = ds.map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
     if class_weights is not None:
-        table = tf.constant(class_weights, tf.float32)
-
-        def with_weights(images, masks):
-            weights = tf.gather(table, tf.minimum(masks, len(class_weights) - 1))
-            return images, masks, tf.where(tf.equal(masks, IGNORED), 0.0, weights)
-
-        ds = ds.map(with_weights, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda images, masks: (images, masks, pixel_weights(masks, class_weights)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return without_autotuning(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def pixel_weights(masks: tf.Tensor | np.ndarray, class_weights: Sequence[float]) -> tf.Tensor:
+    """float32 weights of the masks' shape: each pixel's true class's weight, 0 where it is IGNORED."""
+    weights = tf.gather(tf.constant(class_weights, tf.float32), tf.minimum(masks, len(class_weights) - 1))
+    return tf.where(tf.equal(masks, IGNORED), 0.0, weights)
 
 
 def without_autotuning(ds: tf.data.Dataset) -> tf.data.Dataset:

@@ -278,7 +278,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         with user_errors(f"--data {args.data}"):
             count, test_photos = data.photos(args.data, "test", options)
             judged = evaluation.evaluate(keras_predictor(model), test_photos, names, count=count,
-                                         loss=test_loss(model, weights), show_progress=verbose == 1)
+                                         loss=compiled_loss(model, weights), show_progress=verbose == 1)
         figures = judged.figures()
         write_json(run.path / "metrics.json", run_metrics(args, model, judged.loss, figures, run,
                                                           time.perf_counter() - started, val_split.count))
@@ -291,20 +291,16 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     return 0
 
 
-def test_loss(model: keras.Model, class_weights: Sequence[float] | None) -> Callable[[np.ndarray, np.ndarray], float]:
+def compiled_loss(model: keras.Model, class_weights: Sequence[float] | None) -> Callable[[np.ndarray, np.ndarray], float]:
     """The compiled loss of a batch, from model-size masks (-1 where ignored) and logits, as fit computes it.
 
     The end of a run judges the test split in one pass over its photos (evaluation.evaluate),
     which gives both sizes' figures; this adds the loss Keras' evaluate would have reported,
     so the split is not read and run through the model a second time for it.
     """
-    table = None if class_weights is None else np.asarray(class_weights, np.float32)
-
     def loss(truth: np.ndarray, logits: np.ndarray) -> float:
         labels = np.where(truth < 0, data.IGNORED, truth).astype(np.int32)[..., None]
-        weights = None
-        if table is not None:
-            weights = np.where(labels == data.IGNORED, 0.0, table[np.minimum(labels, len(table) - 1)]).astype(np.float32)
+        weights = None if class_weights is None else data.pixel_weights(labels, class_weights)
         return float(keras.ops.convert_to_numpy(model.loss(labels, logits, sample_weight=weights)))
 
     return loss

@@ -145,6 +145,12 @@ def test_class_weights_change_the_loss(tmp_path):
         losses[name] = float(read_history(run)[0]["loss"])
         assert json.loads((run / "config.json").read_text())["class_weights"] == (extra[1] if extra else None)
     assert losses["weighted"] != pytest.approx(losses["plain"], rel=0.05)
+    # the weighted run's test loss is Keras' evaluate of its model on the weighted test batches
+    weighted = keras.models.load_model(tmp_path / "weighted" / "last.keras").evaluate(data.build_dataset(
+        "synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8, class_weights=[5, 5, 0.1]),
+        return_dict=True, verbose=0)
+    metrics = json.loads((tmp_path / "weighted" / "metrics.json").read_text())
+    assert metrics["test"]["loss"] == pytest.approx(weighted["loss"], abs=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["dice", "focal", "sce+dice"])
