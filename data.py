@@ -26,7 +26,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -170,13 +170,22 @@ class Labels:
 
 @dataclass(frozen=True)
 class Split:
-    """One split's unbatched examples (image uint8 (S, S, 3), mask uint8 (S, S, 1)) and their count."""
+    """One split's unbatched examples (image uint8 (S, S, 3), mask uint8 (S, S, 1)) and their count.
 
-    examples: tf.data.Dataset
+    `source` holds the examples as stored (file names, encoded photos) and `decode` turns such
+    a dataset into examples; kept apart so that a subset is chosen before anything is decoded.
+    """
+
+    source: tf.data.Dataset
     count: int
     ignore: bool = False
     cache: str = "memory"
     cache_file: str | None = None
+    decode: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None
+
+    @property
+    def examples(self) -> tf.data.Dataset:
+        return self.source if self.decode is None else self.decode(self.source)
 
 
 # --------------------------------------------------------------------------- public API
@@ -297,7 +306,7 @@ def spread_subset(split: Split, count: int) -> Split:
     if step == 1:
         return split
     cache_file = None if split.cache_file is None else f"{split.cache_file}-every{step}"
-    return dataclasses.replace(split, examples=split.examples.shard(step, 0), count=math.ceil(split.count / step),
+    return dataclasses.replace(split, source=split.source.shard(step, 0), count=math.ceil(split.count / step),
                                cache_file=cache_file)
 
 
@@ -521,7 +530,8 @@ def _tfds_split(split: str, image_size: int, limit: int | None, labels: Labels) 
         mask = labels.to_labels_tf(resize_mask(example["segmentation_mask"], image_size))
         return resize_image(decode_photo(example["image"]), image_size), mask
 
-    return Split(ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE), count, labels.ignore is not None)
+    return Split(ds, count, labels.ignore is not None,
+                 decode=lambda encoded: encoded.map(resize, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def _tfds_examples(split: str, limit: int | None) -> tuple[tf.data.Dataset, int]:
@@ -667,8 +677,8 @@ def _file_split(pairs: list[Pair], image_size: int, labels: Labels, where: str) 
 
     # A file that passed the header check but whose data is truncated is dropped with a
     # logged warning instead of stopping the epoch.
-    examples = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
-    return Split(examples, len(usable), labels.ignore is not None)
+    return Split(ds, len(usable), labels.ignore is not None,
+                 decode=lambda paths: paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True))
 
 
 def _read_checked_mask(pair: Pair, labels: Labels) -> np.ndarray | None:

@@ -242,7 +242,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
           f"each epoch); {steps_per_epoch} steps an epoch")
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
-        recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy())
+        predictor = keras_predictor(model)  # traced once: the panel each epoch, the test split at the end
+        recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy(), predictor)
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path / "logs"), write_graph=False)
         started = time.perf_counter()
         epoch = run.completed_epochs()
@@ -277,7 +278,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         print(f"evaluating on the test split ({args.data})")
         with user_errors(f"--data {args.data}"):
             count, test_photos = data.photos(args.data, "test", options)
-            judged = evaluation.evaluate(keras_predictor(model), test_photos, names, count=count,
+            judged = evaluation.evaluate(predictor, test_photos, names, count=count,
                                          loss=compiled_loss(model, weights), show_progress=verbose == 1)
         figures = judged.figures()
         write_json(run.path / "metrics.json", run_metrics(args, model, judged.loss, figures, run,

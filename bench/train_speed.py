@@ -11,7 +11,7 @@ Images per second are the median of timed steps after warm-up, at 128x128.
 A second table times whole runs: train_unet.py against the tutorial's way (its pipeline,
 compile and model.fit, validating each epoch) for the same steps on the synthetic set, each
 in a fresh process, start-up included; a third, what each of the run folder's per-epoch
-writes costs for the 6-level U-Net.
+writes costs for each model.
 
     python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3]
 """
@@ -88,41 +88,50 @@ def whole_runs(epochs: int, repeats: int) -> list[list]:
 
 
 def per_epoch_costs() -> list[list]:
-    """Median seconds of each write the run folder makes after an epoch, for the 6-level U-Net."""
+    """Median seconds of each write the run folder makes after an epoch, for both models at 128 px."""
     import visualize
+    from inference import keras_predictor
     from rundir import RunDir, RunRecorder
 
-    model = build_unet((128, 128, 3), 3)
-    training.compile_phase(model, train_unet.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
-                           data.OXFORD_CLASS_NAMES)
-    model.optimizer.build(model.trainable_variables)
-    images = np.zeros((4, 128, 128, 3), np.uint8)
-    masks = np.zeros((4, 128, 128, 1), np.uint8)
+    images = np.zeros((3, 128, 128, 3), np.uint8)
+    masks = np.zeros((3, 128, 128, 1), np.uint8)
     history = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.1 / e, "accuracy": 0.5, "val_accuracy": 0.5,
                 "mean_iou": 0.3, "val_mean_iou": 0.3} for e in range(1, 21)]
-    with tempfile.TemporaryDirectory() as folder:
-        run = RunDir.create(Path(folder))
-        recorder = RunRecorder(run, images, masks)
-        recorder.set_model(model)
-        actions = {
-            "last.keras (model and optimizer state)": lambda: run.save_model(model, "last.keras"),
-            "best.keras (a link to last.keras)": lambda: run.copy_file("last.keras", "best.keras"),
-            "history.csv": lambda: run.write_history(history),
-            "curves.png": lambda: visualize.save_curves(run.path / "curves.png", history),
-            "predictions/epoch_NNN.png (4 images)": lambda: recorder.on_epoch_end(0, history[0]),
-        }
-        rows = []
-        for name, action in actions.items():
-            action()
-            times = []
-            for _ in range(3):
-                started = time.perf_counter()
+    columns = []
+    for module, build in ((train_unet, lambda: build_unet((128, 128, 3), 3)),
+                          (train_mobilenet_unet, lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None))):
+        model = build()
+        training.compile_phase(model, module.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
+                               data.OXFORD_CLASS_NAMES)
+        model.optimizer.build(model.trainable_variables)
+        predictor = keras_predictor(model)
+        with tempfile.TemporaryDirectory() as folder:
+            run = RunDir.create(Path(folder))
+            recorder = RunRecorder(run, images, masks, predictor)
+            recorder.set_model(model)
+            actions = {
+                "last.keras (model and optimizer state)": lambda: run.save_model(model, "last.keras"),
+                "best.keras (a link to last.keras)": lambda: run.copy_file("last.keras", "best.keras"),
+                "history.csv": lambda: run.write_history(history),
+                "curves.png": lambda: visualize.save_curves(run.path / "curves.png", history),
+                "the predicted masks of the 3 panel images": lambda: predictor(images),
+                "predictions/epoch_NNN.png": lambda: visualize.save_prediction_panel(
+                    run.path / "predictions" / "epoch_001.png", images, masks, masks[..., 0], "epoch 1"),
+                "a whole epoch's writes (RunRecorder.on_epoch_end)": lambda: recorder.on_epoch_end(0, history[0]),
+            }
+            times = {}
+            for name, action in actions.items():
                 action()
-                times.append(time.perf_counter() - started)
-            rows.append([name, f"{statistics.median(times):.2f}"])
-        size = (run.path / "last.keras").stat().st_size / 2**20
-    rows[0][0] += f", {size:.0f} MB"
-    rows[-1][0] = "a whole epoch's writes (RunRecorder.on_epoch_end)"
+                repeats = []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    action()
+                    repeats.append(time.perf_counter() - started)
+                times[name] = statistics.median(repeats)
+            size = (run.path / "last.keras").stat().st_size / 2**20
+        columns.append((times, size))
+    rows = [[name] + [f"{times[name]:.2f}" for times, _ in columns] for name in columns[0][0]]
+    rows[0][1:] = [f"{times[rows[0][0]]:.2f} ({size:.0f} MB)" for times, size in columns]
     return rows
 
 
@@ -160,8 +169,8 @@ def main() -> None:
     print_table(f"Whole runs, 6-level U-Net, synthetic set (512 training, 128 test images), {args.epochs} epochs, "
                 f"batch 32, 128 px, median of {args.repeats}",
                 ["run", "seconds", "all runs", "ratio"], whole_runs(args.epochs, args.repeats))
-    print_table("The run folder's writes after an epoch, 6-level U-Net at 128 px, median of 3",
-                ["write", "seconds"], per_epoch_costs())
+    print_table("The run folder's writes after an epoch at 128 px, seconds, median of 3",
+                ["write", "U-Net", "MobileNetV2 U-Net"], per_epoch_costs())
 
 
 if __name__ == "__main__":

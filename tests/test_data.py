@@ -425,3 +425,17 @@ def test_a_spread_subset_takes_every_kth_example_from_the_whole_split(tmp_path):
     assert data.spread_subset(on_disk, 4).cache_file == f"{on_disk.cache_file}-every3"  # not the whole split's cache
     with pytest.raises(ValueError, match="count"):
         data.spread_subset(split, 0)
+
+
+def test_a_spread_subset_decodes_only_the_examples_it_takes():
+    decoded = []
+
+    def decode_one(index: np.ndarray) -> np.ndarray:
+        decoded.append(int(index))
+        return index * 100
+
+    split = data.Split(tf.data.Dataset.range(10), 10,
+                       decode=lambda ds: ds.map(lambda i: tf.numpy_function(decode_one, [i], tf.int64)))
+    subset = data.spread_subset(split, 4)
+    assert [int(x) for x in subset.examples] == [0, 300, 600, 900]
+    assert decoded == [0, 3, 6, 9]

@@ -113,6 +113,39 @@ def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
     assert len(read_history(run)) == 1
 
 
+def test_each_epoch_saves_the_model_and_draws_the_predictors_masks(tmp_path):
+    from keras.src.saving import saving_lib
+
+    from models import build_unet
+
+    model = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))
+    images = np.full((2, 64, 64, 3), 128, np.uint8)
+    masks = np.zeros((2, 64, 64, 1), np.uint8)  # all "pet" (orange)
+    calls = []
+
+    def border_everywhere(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape)
+        logits = np.zeros((*batch.shape[:3], 3), np.float32)
+        logits[..., 2] = 1.0
+        return logits
+
+    run = rundir.RunDir.create(tmp_path / "run")
+    recorder = rundir.RunRecorder(run, images, masks, border_everywhere)
+    recorder.set_model(model)
+    recorder.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.1, "accuracy": 0.5, "val_accuracy": 0.5, "val_mean_iou": 0.25})
+    assert calls == [(2, 64, 64, 3)]
+    assert json.loads((run.path / "state.json").read_text()) == {"completed_epochs": 1}
+    loaded = keras.models.load_model(run.path / "last.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights()))
+    # Keras' list of a layer's attributes that saving skips is now kept between saves
+    assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")
+    with Image.open(run.path / "predictions" / "epoch_001.png") as picture:
+        pixels = np.asarray(picture.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(c) for c in np.unique(pixels, axis=0)}
+    assert (241, 196, 15) in colours  # the predicted column: border yellow, from the predictor
+    assert (230, 126, 34) in colours  # the true column: pet orange
+
+
 def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     original = rundir.RunRecorder.on_epoch_end
