@@ -15,7 +15,8 @@ import train_unet
 from conftest import REPO
 from test_training import SMALL_UNET, check_run_folder, read_history
 
-LONG = ["--data", "synthetic", "--image-size", "64", "--limit", "64", "--batch-size", "8", "--seed", "1"] + SMALL_UNET
+LONG = ["--data", "synthetic", "--image-size", "64", "--limit", "64", "--batch-size", "8", "--seed", "1",
+        "--val-examples", "8"] + SMALL_UNET
 QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1"] + SMALL_UNET
 
 
@@ -49,21 +50,21 @@ def consistent(run) -> int:
 @pytest.mark.slow
 def test_sigterm_stops_at_the_next_batch_and_resume_finishes(tmp_path):
     run = tmp_path / "run"
-    process = start(LONG + ["--epochs", "12", "--output", run])
+    process = start(LONG + ["--epochs", "6", "--output", run])
     wait_for_epochs(run, process, 1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143
     assert "stopped by SIGTERM" in stderr and f"continue with --resume {run}" in stderr and "Traceback" not in stderr
-    assert 1 <= consistent(run) < 12 and not (run / "metrics.json").exists()
+    assert 1 <= consistent(run) < 6 and not (run / "metrics.json").exists()
     assert train_unet.main(["--resume", str(run)]) == 0
-    check_run_folder(run, epochs=12, test_images=64)
+    check_run_folder(run, epochs=6, test_images=64)
 
 
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_reaches_the_planned_count(tmp_path):
     run = tmp_path / "run"
-    process = start(LONG + ["--epochs", "12", "--output", run])
+    process = start(LONG + ["--epochs", "6", "--output", run])
     wait_for_epochs(run, process, 1)
     time.sleep(0.3)  # into the next epoch, or its saves
     process.kill()
@@ -72,8 +73,8 @@ def test_kill_9_mid_epoch_then_resume_reaches_the_planned_count(tmp_path):
     completed = consistent(run)
     (run / ".last.tmp-99999.keras").write_bytes(b"half a zip")  # what a kill during a save leaves
     assert train_unet.main(["--resume", str(run)]) == 0
-    check_run_folder(run, epochs=12, test_images=64)  # also: no temporary file left
-    assert completed < 12
+    check_run_folder(run, epochs=6, test_images=64)  # also: no temporary file left
+    assert completed < 6
 
 
 def test_resume_extends_a_finished_run_and_its_schedule(tmp_path):
