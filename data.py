@@ -202,6 +202,7 @@ def build_dataset(
     seed: int | None = None,
     augmentations: Sequence[str] = augment.DEFAULT,
     shuffle_buffer: int = 1000,
+    repeat: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (images, masks) or, with class weights, (images, masks, sample_weights).
 
@@ -211,7 +212,8 @@ def build_dataset(
     """
     weights = None if class_weights is None else resolve_class_weights(class_weights, source, options)
     return batches(load_split(source, split, options), batch_size=batch_size, training=training,
-                   class_weights=weights, seed=seed, augmentations=augmentations, shuffle_buffer=shuffle_buffer)
+                   class_weights=weights, seed=seed, augmentations=augmentations, shuffle_buffer=shuffle_buffer,
+                   repeat=repeat)
 
 
 def batches(
@@ -223,8 +225,12 @@ def batches(
     seed: int | None = None,
     augmentations: Sequence[str] = augment.DEFAULT,
     shuffle_buffer: int = 1000,
+    repeat: int = 1,
 ) -> tf.data.Dataset:
-    """The split cached as uint8, then (training only) shuffled and augmented, batched and normalized.
+    """The split cached as uint8, then (training only) repeated, shuffled and augmented, batched and normalized.
+
+    `repeat` passes over the training examples make one epoch, shuffled together: an example
+    may come twice in a batch, each time augmented on its own.
 
     Evaluation batches (training=False) are never augmented. Sample weights are looked up
     from the (augmented) masks, so they always match them pixel for pixel; ignored pixels
@@ -237,6 +243,9 @@ def batches(
     elif split.cache == "disk":
         ds = ds.cache(split.cache_file)
     if training:
+        _check_positive("repeat", repeat)
+        if repeat > 1:
+            ds = ds.repeat(repeat)
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if training:

@@ -60,6 +60,9 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
     add("--batch-size", type=int, default=recipe.DEFAULT_BATCH_SIZE, help=(
         "global batch size, split across devices; smaller batches give more steps per epoch, which "
         "a few hundred images need (see BENCHMARKS.md)"))
+    add("--repeat", type=int, default=1, help=(
+        "passes over the training split in each epoch, each shuffled and augmented afresh: more steps "
+        "per epoch for small data; the schedule, validation and saves still go by epochs"))
     add("--learning-rate", type=float, default=recipe.DEFAULT_LEARNING_RATE, help="peak learning rate")
     add("--optimizer", choices=recipe.OPTIMIZERS, default=recipe.DEFAULT_OPTIMIZER,
         help="adamw: Adam with decoupled weight decay; adam: the tutorial's")
@@ -240,7 +243,7 @@ def resolve_source_defaults(args: argparse.Namespace) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Numbers argparse's types cannot check on their own, each named in its message."""
-    for name in ("image_size", "batch_size", "num_classes", "show", "epochs"):
+    for name in ("image_size", "batch_size", "repeat", "num_classes", "show", "epochs"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.limit is not None and args.limit < 1:

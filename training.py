@@ -233,13 +233,15 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         train_split = data.load_split(args.data, "train", options)
         test_split = data.load_split(args.data, "test", options)
     train_ds = _distributable(data.batches(train_split, batch_size=args.batch_size, training=True,
-                                           class_weights=weights, seed=args.seed, augmentations=args.augment))
+                                           class_weights=weights, seed=args.seed, augmentations=args.augment,
+                                           repeat=args.repeat))
     val_split = data.spread_subset(test_split, validation_count(args.val_examples, train_split.count, test_split.count))
     val_ds = _distributable(data.batches(val_split, batch_size=args.batch_size, class_weights=weights))
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
-    steps_per_epoch = math.ceil(train_split.count / args.batch_size)
+    steps_per_epoch = math.ceil(train_split.count * args.repeat / args.batch_size)
+    passes = "" if args.repeat == 1 else f" ({args.repeat} passes over the training examples)"
     print(f"{train_split.count} training and {test_split.count} test examples ({val_split.count} scored after "
-          f"each epoch); {steps_per_epoch} steps an epoch")
+          f"each epoch); {steps_per_epoch} steps an epoch{passes}")
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         predictor = keras_predictor(model)  # traced once: the panel each epoch, the test split at the end
@@ -415,6 +417,7 @@ def recipe_summary(args: argparse.Namespace) -> dict:
         "learning_rate": args.learning_rate,
         "warmup_epochs": args.warmup_epochs,
         "batch_size": args.batch_size,
+        "repeat": args.repeat,
         "bn_momentum": args.bn_momentum,
         "augment": list(args.augment),
         "epochs": args.epochs,

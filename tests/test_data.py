@@ -439,3 +439,17 @@ def test_a_spread_subset_decodes_only_the_examples_it_takes():
     subset = data.spread_subset(split, 4)
     assert [int(x) for x in subset.examples] == [0, 300, 600, 900]
     assert decoded == [0, 3, 6, 9]
+
+
+def test_repeat_makes_an_epoch_of_several_shuffled_passes():
+    split = data.load_split("synthetic", "train", data.DataOptions(image_size=32, limit=6))
+    originals = [mask.numpy().tobytes() for _, mask in split.examples]
+    batches = list(data.batches(split, batch_size=4, training=True, seed=0, augmentations=(), repeat=2))
+    assert [len(images) for images, _ in batches] == [4, 4, 4]
+    seen = [mask.astype(np.uint8).tobytes() for _, masks in batches for mask in masks.numpy()]
+    assert sorted(seen) == sorted(originals * 2)  # every example twice, none more
+    assert seen[:6] != originals  # shuffled across both passes, not the split in order
+    # evaluation batches ignore it: one pass, in order
+    assert sum(len(images) for images, _ in data.batches(split, batch_size=4, repeat=2)) == 6
+    with pytest.raises(ValueError, match="repeat"):
+        data.batches(split, batch_size=4, training=True, repeat=0)

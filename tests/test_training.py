@@ -57,9 +57,13 @@ def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 
 
 def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     run = tmp_path / "run"
-    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--val-examples", "5", "--output", str(run)]) == 0
+    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--val-examples", "5", "--repeat", "2",
+                                                 "--output", str(run)]) == 0
     metrics = check_run_folder(run, epochs=1)  # the final evaluation covers all 16 test examples
     assert metrics["validation_examples"] == 4  # every 4th of the 16 after each epoch
+    # two passes over the 16 training examples in batches of 8: 4 steps in the epoch
+    assert int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy()) == 4
+    assert metrics["recipe"]["repeat"] == 2
     # the test figures come from one pass over the photos; Keras' evaluate of the saved model agrees
     keras_figures = keras.models.load_model(run / "last.keras").evaluate(
         data.build_dataset("synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8),
@@ -333,6 +337,7 @@ def test_small_unet_learns_the_synthetic_set(tmp_path):
     ("--epochs", "0", "--epochs must be at least 1, got 0"),
     ("--limit", "0", "--limit must be at least 1, got 0"),
     ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("--repeat", "0", "--repeat must be at least 1, got 0"),
     ("--learning-rate", "-1", "--learning-rate must be positive, got -1.0"),
 ])
 def test_bad_numbers_are_refused(tmp_path, capsys, option, value, message):
