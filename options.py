@@ -60,9 +60,10 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
     add("--batch-size", type=int, default=recipe.DEFAULT_BATCH_SIZE, help=(
         "global batch size, split across devices; smaller batches give more steps per epoch, which "
         "a few hundred images need (see BENCHMARKS.md)"))
-    add("--repeat", type=int, default=1, help=(
+    add("--repeat", type=parse_repeat, default="auto", metavar="N|auto", help=(
         "passes over the training split in each epoch, each shuffled and augmented afresh: more steps "
-        "per epoch for small data; the schedule, validation and saves still go by epochs"))
+        f"for small data; the schedule, validation and saves still go by epochs. auto: enough passes for "
+        f"{AUTO_STEPS_PER_EPOCH} steps an epoch (2 for 240 photos in batches of 8; 1 from 400 photos)"))
     add("--learning-rate", type=float, default=recipe.DEFAULT_LEARNING_RATE, help="peak learning rate")
     add("--optimizer", choices=recipe.OPTIMIZERS, default=recipe.DEFAULT_OPTIMIZER,
         help="adamw: Adam with decoupled weight decay; adam: the tutorial's")
@@ -118,6 +119,36 @@ def parse_val_examples(text: str) -> str | int:
     return count
 
 
+AUTO_STEPS_PER_EPOCH = 50
+
+
+def parse_repeat(text: str) -> str | int:
+    """'auto' or a positive number of passes, for argparse."""
+    word = str(text).strip().lower()
+    if word == "auto":
+        return word
+    try:
+        passes = int(word)
+    except ValueError:
+        passes = 0
+    if passes < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 'auto' or a number of passes of at least 1")
+    return passes
+
+
+def training_passes(choice: str | int, train_count: int, batch_size: int) -> int:
+    """Passes over the training split in each epoch, for `--repeat`.
+
+    'auto' gives a small split enough steps to train from scratch: the 6-level U-Net on 240
+    photos in batches of 8 (30 steps an epoch) scored 0.598 mean IoU in 20 epochs, and 0.624
+    with two passes an epoch, ahead of the single pass at every point of its training time
+    (BENCHMARKS.md). A split of 400 examples or more in batches of 8 gets one pass.
+    """
+    if choice != "auto":
+        return int(choice)
+    return max(1, math.ceil(AUTO_STEPS_PER_EPOCH / math.ceil(train_count / batch_size)))
+
+
 def validation_count(choice: str | int, train_count: int, test_count: int) -> int:
     """How many test examples to score after each epoch, for `--val-examples`.
 
@@ -169,6 +200,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
         raise UserError(f"--resume continues a run with its own settings; beside it only {allowed} may be given, "
                         f"not {', '.join(option_name(parser, dest) for dest in refused)}")
     saved = read_config(run_dir, args.script)
+    if "repeat" in vars(args):
+        saved.setdefault("repeat", 1)  # runs saved before --repeat existed made one pass an epoch
     argv_again = settings_to_argv(parser, saved)
     for dest in sorted(given & set(extendable)):
         argv_again += [option_name(parser, dest), str(getattr(args, dest))]
@@ -243,7 +276,7 @@ def resolve_source_defaults(args: argparse.Namespace) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Numbers argparse's types cannot check on their own, each named in its message."""
-    for name in ("image_size", "batch_size", "repeat", "num_classes", "show", "epochs"):
+    for name in ("image_size", "batch_size", "num_classes", "show", "epochs"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.limit is not None and args.limit < 1:

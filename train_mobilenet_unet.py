@@ -33,6 +33,9 @@ FINE_TUNE_EPOCHS = 10
 FINE_TUNE_LEARNING_RATE = 3e-4
 FINE_TUNE_FROM = "block_6_expand"  # the 1/8-scale blocks and deeper
 AUGMENT = "flip"
+# One pass over the photos an epoch, not --repeat auto's two to four: the pretrained encoder
+# needs far fewer steps than a model from scratch, and each pass adds the whole epoch's time.
+PASSES = 1
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
                    "and give its path (--encoder-weights PATH)")
 
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fine-tune-from", default=FINE_TUNE_FROM, metavar="LAYER",
         help="fine-tune the encoder from this MobileNetV2 layer on (e.g. block_6_expand), keeping the "
         "earlier ones frozen; 'all' fine-tunes every layer")
-    parser.set_defaults(epochs=FROZEN_EPOCHS, augment=AUGMENT)
+    parser.set_defaults(epochs=FROZEN_EPOCHS, augment=AUGMENT, repeat=PASSES)
     return parser
 
 

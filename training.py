@@ -38,7 +38,7 @@ import recipe
 from errors import UserError, user_errors
 from files import write_json
 from inference import keras_predictor
-from options import data_options, validation_count
+from options import data_options, training_passes, validation_count
 from progress import keras_verbose
 from rundir import RunDir, RunRecorder
 
@@ -232,16 +232,16 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
             print(f"class weights: {', '.join(f'{w:.3g}' for w in weights)}")
         train_split = data.load_split(args.data, "train", options)
         test_split = data.load_split(args.data, "test", options)
+    passes = training_passes(args.repeat, train_split.count, args.batch_size)
     train_ds = _distributable(data.batches(train_split, batch_size=args.batch_size, training=True,
                                            class_weights=weights, seed=args.seed, augmentations=args.augment,
-                                           repeat=args.repeat))
+                                           repeat=passes))
     val_split = data.spread_subset(test_split, validation_count(args.val_examples, train_split.count, test_split.count))
     val_ds = _distributable(data.batches(val_split, batch_size=args.batch_size, class_weights=weights))
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
-    steps_per_epoch = math.ceil(train_split.count * args.repeat / args.batch_size)
-    passes = "" if args.repeat == 1 else f" ({args.repeat} passes over the training examples)"
+    steps_per_epoch = math.ceil(train_split.count * passes / args.batch_size)
     print(f"{train_split.count} training and {test_split.count} test examples ({val_split.count} scored after "
-          f"each epoch); {steps_per_epoch} steps an epoch{passes}")
+          f"each epoch); {steps_per_epoch} steps an epoch" + (f" ({passes} passes)" if passes > 1 else ""))
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         predictor = keras_predictor(model)  # traced once: the panel each epoch, the test split at the end
@@ -284,7 +284,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                                          loss=compiled_loss(model, weights), show_progress=verbose == 1)
         figures = judged.figures()
         write_json(run.path / "metrics.json", run_metrics(args, model, judged.loss, figures, run,
-                                                          time.perf_counter() - started, val_split.count))
+                                                          time.perf_counter() - started, val_split.count, passes))
     if strategy.num_replicas_in_sync > 1 or not chief:
         print(f"weights digest {weights_digest(model)} (the same on every worker)")
     small, original = figures["model_size"], figures["original_size"]
@@ -382,7 +382,7 @@ def _distributable(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def run_metrics(args: argparse.Namespace, model: keras.Model, loss: float, figures: dict, run: RunDir,
-                seconds: float, validation_examples: int) -> dict:
+                seconds: float, validation_examples: int, passes: int) -> dict:
     history = run.read_history()
     best = max(history, key=lambda row: row.get("val_mean_iou", -1.0), default={})
     return {
@@ -402,14 +402,14 @@ def run_metrics(args: argparse.Namespace, model: keras.Model, loss: float, figur
             "total": int(model.count_params()),
             "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         },
-        "recipe": recipe_summary(args),
+        "recipe": recipe_summary(args, passes),
         "seconds": round(seconds, 1),
         "settings": vars(args),
     }
 
 
-def recipe_summary(args: argparse.Namespace) -> dict:
-    """The choices that make the recipe, in one place of metrics.json."""
+def recipe_summary(args: argparse.Namespace, passes: int) -> dict:
+    """The choices that make the recipe, in one place of metrics.json (`passes`: --repeat resolved)."""
     return {
         "optimizer": args.optimizer,
         "weight_decay": args.weight_decay if args.optimizer == "adamw" else 0.0,
@@ -417,7 +417,7 @@ def recipe_summary(args: argparse.Namespace) -> dict:
         "learning_rate": args.learning_rate,
         "warmup_epochs": args.warmup_epochs,
         "batch_size": args.batch_size,
-        "repeat": args.repeat,
+        "repeat": passes,
         "bn_momentum": args.bn_momentum,
         "augment": list(args.augment),
         "epochs": args.epochs,

@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="default: 64")
     args = parser.parse_args()
     common = ["--data", "synthetic", "--image-size", str(args.image_size), "--limit", str(args.limit),
-              "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--seed", "0"]
+              "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--seed", "0", "--repeat", "1"]
     steps = args.epochs * -(-args.limit // args.batch_size)
     rows = [["majority class everywhere", "-", majority_class_mean_iou(args.image_size), "-"]]
     with tempfile.TemporaryDirectory() as tmp:

@@ -60,7 +60,8 @@ VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other m
                   "defaults, fine-tuning every encoder layer": ["--fine-tune-from", "all"],
                   "defaults, fine-tuning from block 13": ["--fine-tune-from", "block_13_expand"],
                   "defaults, fine-tuning peak 1e-4": ["--fine-tune-learning-rate", "1e-4"]},
-    "unet": {"defaults, flips only (no scale, colour)": ["--augment", "flip"]},
+    "unet": {"defaults, flips only (no scale, colour)": ["--augment", "flip"],
+             "defaults, one pass an epoch (--repeat 1)": ["--repeat", "1"]},
 }
 
 

@@ -78,7 +78,8 @@ def whole_runs(epochs: int, repeats: int) -> list[list]:
                     command = [sys.executable, "-c", TUTORIAL_RUN.format(repo=str(REPO), epochs=epochs)]
                 else:
                     command = [sys.executable, "train_unet.py", "--data", "synthetic", "--epochs", str(epochs),
-                               "--batch-size", "32", "--image-size", "128", "--output", str(Path(folder) / "run")]
+                               "--batch-size", "32", "--image-size", "128", "--repeat", "1",
+                               "--output", str(Path(folder) / "run")]
                 started = time.perf_counter()
                 subprocess.run(command, cwd=REPO, check=True, capture_output=True)
                 times[name].append(time.perf_counter() - started)

@@ -39,6 +39,15 @@ def test_resume_reparses_saved_settings_with_their_types(tmp_path):
     assert args.augment == ("flip", "color") and args.output == str(run) and args.resume == str(run)
 
 
+def test_resume_keeps_the_passes_of_the_run(tmp_path):
+    run = saved_run(tmp_path / "run")
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).repeat == "auto"
+    config = json.loads((run / "config.json").read_text())
+    del config["repeat"]  # a run from before --repeat: one pass an epoch, not auto's
+    (run / "config.json").write_text(json.dumps(config))
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).repeat == 1
+
+
 def test_resume_keeps_an_empty_augmentation_list(tmp_path):
     run = saved_run(tmp_path / "run", augment="none")
     assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).augment == ()
@@ -137,3 +146,26 @@ def test_val_examples_parse(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["--val-examples", bad])
         assert f"{bad!r}: use 'auto', 'all' or a number of examples of at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("choice, train, batch, passes", [
+    ("auto", 240, 8, 2),  # 30 steps a pass: two make 60
+    ("auto", 400, 8, 1),  # 50 steps already
+    ("auto", 3680, 8, 1),  # Oxford-IIIT Pet through TFDS
+    ("auto", 20, 6, 13),  # 4 steps a pass
+    (3, 240, 8, 3),
+    (1, 20, 6, 1),
+])
+def test_training_passes(choice, train, batch, passes):
+    assert options.training_passes(choice, train, batch) == passes
+
+
+def test_repeat_parse_and_defaults(capsys):
+    parser = train_unet.build_parser()
+    assert [parser.parse_args(["--repeat", text]).repeat for text in ("auto", "AUTO", "3")] == ["auto", "auto", 3]
+    assert parser.parse_args([]).repeat == "auto"
+    assert train_mobilenet_unet.build_parser().parse_args([]).repeat == 1  # the pretrained encoder: one pass
+    for bad in ("0", "twice"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--repeat", bad])
+        assert f"{bad!r}: use 'auto' or a number of passes of at least 1" in capsys.readouterr().err

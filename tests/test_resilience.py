@@ -16,8 +16,9 @@ from conftest import REPO
 from test_training import SMALL_UNET, check_run_folder, read_history
 
 LONG = ["--data", "synthetic", "--image-size", "64", "--limit", "64", "--batch-size", "8", "--seed", "1",
-        "--val-examples", "8"] + SMALL_UNET
-QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1"] + SMALL_UNET
+        "--val-examples", "8", "--repeat", "1"] + SMALL_UNET
+QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1",
+         "--repeat", "1"] + SMALL_UNET
 
 
 def start(argv, **kwargs) -> subprocess.Popen:

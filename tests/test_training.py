@@ -18,7 +18,8 @@ import training
 from conftest import run_main, run_subprocess
 
 SMALL_UNET = ["--filters", "4,8,8,8,8,8"]
-QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1"]
+QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1",
+         "--repeat", "1"]
 METRIC_COLUMNS = {"epoch", "loss", "accuracy", "mean_iou", "iou_pet", "iou_background", "iou_border",
                   "val_loss", "val_accuracy", "val_mean_iou", "val_iou_pet", "val_iou_background", "val_iou_border"}
 
@@ -106,7 +107,7 @@ def test_train_mobilenet_unet_from_scratch_trains_the_whole_encoder(tmp_path):
 def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
     run = tmp_path / "run"
     argv = ["--data", str(oxford_sample), "--image-size", "64", "--batch-size", "6", "--epochs", "1",
-            "--output", str(run)] + SMALL_UNET
+            "--repeat", "1", "--output", str(run)] + SMALL_UNET
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert train_unet.main(argv) == 0
@@ -327,7 +328,7 @@ def test_small_unet_learns_the_synthetic_set(tmp_path):
     """416 steps of a 4-level U-Net at 32x32: well past the BatchNorm warm-up."""
     run = tmp_path / "run"
     argv = ["--data", "synthetic", "--image-size", "32", "--limit", "512", "--batch-size", "16", "--epochs", "13",
-            "--val-examples", "32", "--filters", "16,32,64,128", "--seed", "0", "--output", str(run)]
+            "--repeat", "1", "--val-examples", "32", "--filters", "16,32,64,128", "--seed", "0", "--output", str(run)]
     assert train_unet.main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["mean_iou"] > LEARNING_BAR
@@ -337,7 +338,6 @@ def test_small_unet_learns_the_synthetic_set(tmp_path):
     ("--epochs", "0", "--epochs must be at least 1, got 0"),
     ("--limit", "0", "--limit must be at least 1, got 0"),
     ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
-    ("--repeat", "0", "--repeat must be at least 1, got 0"),
     ("--learning-rate", "-1", "--learning-rate must be positive, got -1.0"),
 ])
 def test_bad_numbers_are_refused(tmp_path, capsys, option, value, message):
@@ -388,7 +388,7 @@ def test_frozen_pretrained_encoder_learns_the_real_sample(oxford_sample, mobilen
 def test_training_leaves_out_the_ignored_border(oxford_sample, tmp_path):
     run = tmp_path / "run"
     argv = ["--data", str(oxford_sample), "--image-size", "64", "--batch-size", "6", "--epochs", "1",
-            "--num-classes", "2", "--ignore-class", "3", "--output", str(run)] + SMALL_UNET
+            "--repeat", "1", "--num-classes", "2", "--ignore-class", "3", "--output", str(run)] + SMALL_UNET
     assert train_unet.main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]["iou_per_class"]) == {"pet", "background"}
