@@ -14,7 +14,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import augment
 import data
@@ -105,35 +105,28 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
     return parser
 
 
-def parse_val_examples(text: str) -> str | int:
-    """'auto', 'all' or a positive count, for argparse."""
-    word = str(text).strip().lower()
-    if word in ("auto", "all"):
-        return word
-    try:
-        count = int(word)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: use 'auto', 'all' or a number of examples of at least 1")
-    return count
+def word_or_count(*words: str, noun: str) -> Callable[[str], str | int]:
+    """An argparse type: one of `words` (in any case), or a whole number of `noun` of at least 1."""
+    choices = ", ".join(f"'{word}'" for word in words)
+
+    def parse(text: str) -> str | int:
+        word = str(text).strip().lower()
+        if word in words:
+            return word
+        try:
+            count = int(word)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: use {choices} or a number of {noun} of at least 1")
+        return count
+
+    return parse
 
 
+parse_val_examples = word_or_count("auto", "all", noun="examples")
+parse_repeat = word_or_count("auto", noun="passes")
 AUTO_STEPS_PER_EPOCH = 50
-
-
-def parse_repeat(text: str) -> str | int:
-    """'auto' or a positive number of passes, for argparse."""
-    word = str(text).strip().lower()
-    if word == "auto":
-        return word
-    try:
-        passes = int(word)
-    except ValueError:
-        passes = 0
-    if passes < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: use 'auto' or a number of passes of at least 1")
-    return passes
 
 
 def training_passes(choice: str | int, train_count: int, batch_size: int) -> int:

@@ -138,14 +138,20 @@ def test_validation_count(choice, train, test, scored):
     assert options.validation_count(choice, train, test) == scored
 
 
-def test_val_examples_parse(capsys):
+@pytest.mark.parametrize("option, given, parsed, bad, advice", [
+    ("--val-examples", ("auto", "ALL", "12"), ["auto", "all", 12], ("0", "some"),
+     "use 'auto', 'all' or a number of examples of at least 1"),
+    ("--repeat", ("auto", "AUTO", "3"), ["auto", "auto", 3], ("0", "twice"), "use 'auto' or a number of passes of at least 1"),
+])
+def test_word_or_count_options_parse(capsys, option, given, parsed, bad, advice):
     parser = train_unet.build_parser()
-    assert [parser.parse_args(["--val-examples", text]).val_examples for text in ("auto", "ALL", "12")] == ["auto", "all", 12]
-    assert parser.parse_args([]).val_examples == "auto"
-    for bad in ("0", "some"):
+    dest = option[2:].replace("-", "_")
+    assert [getattr(parser.parse_args([option, text]), dest) for text in given] == parsed
+    assert getattr(parser.parse_args([]), dest) == "auto"
+    for text in bad:
         with pytest.raises(SystemExit):
-            parser.parse_args(["--val-examples", bad])
-        assert f"{bad!r}: use 'auto', 'all' or a number of examples of at least 1" in capsys.readouterr().err
+            parser.parse_args([option, text])
+        assert f"{text!r}: {advice}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("choice, train, batch, passes", [
@@ -160,12 +166,5 @@ def test_training_passes(choice, train, batch, passes):
     assert options.training_passes(choice, train, batch) == passes
 
 
-def test_repeat_parse_and_defaults(capsys):
-    parser = train_unet.build_parser()
-    assert [parser.parse_args(["--repeat", text]).repeat for text in ("auto", "AUTO", "3")] == ["auto", "auto", 3]
-    assert parser.parse_args([]).repeat == "auto"
-    assert train_mobilenet_unet.build_parser().parse_args([]).repeat == 1  # the pretrained encoder: one pass
-    for bad in ("0", "twice"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["--repeat", bad])
-        assert f"{bad!r}: use 'auto' or a number of passes of at least 1" in capsys.readouterr().err
+def test_the_mobilenet_unet_makes_one_pass_an_epoch():
+    assert train_mobilenet_unet.build_parser().parse_args([]).repeat == 1  # the pretrained encoder
