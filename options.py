@@ -134,8 +134,8 @@ def training_passes(choice: str | int, train_count: int, batch_size: int) -> int
 
     'auto' gives a small split enough steps to train from scratch: the 6-level U-Net on 240
     photos in batches of 8 (30 steps an epoch) scored 0.598 mean IoU in 20 epochs, and 0.624
-    with two passes an epoch, ahead of the single pass at every point of its training time
-    (BENCHMARKS.md). A split of 400 examples or more in batches of 8 gets one pass.
+    with two passes an epoch; at equal training time, level with the single pass for the first
+    two minutes and ahead after (BENCHMARKS.md). 400 examples or more in batches of 8 get one pass.
     """
     if choice != "auto":
         return int(choice)
