@@ -193,8 +193,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
         raise UserError(f"--resume continues a run with its own settings; beside it only {allowed} may be given, "
                         f"not {', '.join(option_name(parser, dest) for dest in refused)}")
     saved = read_config(run_dir, args.script)
-    if "repeat" in vars(args):
-        saved.setdefault("repeat", 1)  # runs saved before --repeat existed made one pass an epoch
+    saved.setdefault("repeat", 1)  # runs saved before --repeat existed made one pass an epoch
     argv_again = settings_to_argv(parser, saved)
     for dest in sorted(given & set(extendable)):
         argv_again += [option_name(parser, dest), str(getattr(args, dest))]
