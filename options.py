@@ -21,6 +21,7 @@ import data
 import losses
 import recipe
 from errors import UserError, user_errors
+from rundir import RunDir
 
 EXTENDABLE = ("epochs", "fine_tune_epochs")
 GROUPS = ("data", "model", "optimization", "devices", "output")
@@ -211,7 +212,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 
 def read_config(run_dir: Path, script: str) -> dict:
     config_file = run_dir / "config.json"
-    if not config_file.is_file() or not (run_dir / "state.json").is_file() or not (run_dir / "last.keras").is_file():
+    if (not config_file.is_file() or not (run_dir / "state.json").is_file()
+            or not RunDir(run_dir).committed_file("last.keras").is_file()):
         raise UserError(f"--resume {run_dir}: that folder holds no run to resume (no config.json, state.json and last.keras)")
     with user_errors(f"--resume {run_dir}: {config_file} is not valid JSON", (json.JSONDecodeError,)):
         saved = json.loads(config_file.read_text())

@@ -7,8 +7,11 @@
   metrics.json               the final test-set evaluation, the recipe and the run's settings
   config.json, state.json    the arguments (for --resume) and the last finished epoch
 
-Every file is written to a temporary name and renamed, and state.json last, so an
-interruption never leaves a half-written file or an epoch counted whose files are missing.
+Every file is written to a temporary name and renamed, so an interruption never leaves a
+half-written file. An epoch's models are staged under hidden names, state.json then counts
+the epoch, and only then do the staged models take their places: after a kill at any point,
+last.keras and best.keras are those of the epoch state.json counts, once the folder is
+opened again (RunDir.recover; a reader that must not write asks RunDir.committed_file).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -53,35 +57,48 @@ class RunDir:
         write_json(path / "state.json", {"completed_epochs": 0})
         return cls(path)
 
-    def remove_stale_temporaries(self) -> None:
-        """Temporary files a killed process left behind (never read: only renamed files are)."""
+    def recover(self) -> None:
+        """Finishes or drops what a killed process left: temporary files, and staged models.
+
+        Models staged for the epoch state.json counts take their places (the process was killed
+        after the commit, before the renames); models staged for a later epoch, never counted,
+        are removed.
+        """
         for stale in [*self.path.glob(".*.tmp-*"), *self.path.glob("predictions/.*.tmp-*")]:
             stale.unlink(missing_ok=True)
+        self._install_staged(self.completed_epochs())
+
+    def committed_file(self, name: str) -> Path:
+        """The file `name` stands for now: its staged version for the counted epoch if one is left."""
+        staged = self._staged(name, self.completed_epochs())
+        return staged if staged.is_file() else self.path / name
 
     def completed_epochs(self) -> int:
         return int(json.loads((self.path / "state.json").read_text())["completed_epochs"])
 
     def load_last_model(self) -> keras.Model:
+        path = self.committed_file("last.keras")
         try:
-            return keras.models.load_model(self.path / "last.keras", safe_mode=True)
+            return keras.models.load_model(path, safe_mode=True)
         except Exception as error:  # a damaged file surfaces as any of several types
-            raise UserError(f"cannot load {self.path / 'last.keras'}: {first_line(error)}") from error
+            raise UserError(f"cannot load {path}: {first_line(error)}") from error
 
-    def save_model(self, model: keras.Model, name: str) -> None:
+    def stage_model(self, model: keras.Model, name: str, epoch: int) -> None:
+        """Saves `model` as epoch `epoch`'s `name`, which commit_epoch(epoch) puts in place."""
         remember_keras_attribute_skipsets()
-        with atomic_path(self.path / name) as temporary:
+        with atomic_path(self._staged(name, epoch)) as temporary:
             model.save(temporary)
 
-    def copy_file(self, source: str, name: str) -> None:
-        """`name` becomes the same file as `source`: a hard link (no second write), else a copy.
-
-        The next save of `source` replaces it with a new file, so `name` keeps this version.
+    def stage_copy(self, source: str, name: str, epoch: int) -> None:
+        """Epoch `epoch`'s `name` becomes the same file as its staged `source`: a hard link
+        (no second write), else a copy. The next epoch's `source` is a new file, so `name`
+        keeps this version.
         """
-        with atomic_path(self.path / name) as temporary:
+        with atomic_path(self._staged(name, epoch)) as temporary:
             try:
-                os.link(self.path / source, temporary)
+                os.link(self._staged(source, epoch), temporary)
             except OSError:  # a file system without hard links
-                shutil.copyfile(self.path / source, temporary)
+                shutil.copyfile(self._staged(source, epoch), temporary)
 
     def read_history(self) -> list[dict]:
         """Rows of the finished epochs only: a row past state.json's count was never committed."""
@@ -104,7 +121,25 @@ class RunDir:
         write_text(self.path / "history.csv", buffer.getvalue())
 
     def commit_epoch(self, epoch: int) -> None:
+        """Counts the epoch (the one atomic step), then puts its staged models in place."""
         write_json(self.path / "state.json", {"completed_epochs": epoch})
+        self._install_staged(epoch)
+
+    _STAGED = re.compile(r"\.(?P<stem>[^.]+)\.epoch-(?P<epoch>\d+)(?P<suffix>\.[^.]+)")
+
+    def _staged(self, name: str, epoch: int) -> Path:
+        final = Path(name)
+        return self.path / f".{final.stem}.epoch-{epoch:03d}{final.suffix}"
+
+    def _install_staged(self, completed: int) -> None:
+        for staged in self.path.glob(".*.epoch-*"):
+            match = self._STAGED.fullmatch(staged.name)
+            if match is None:
+                continue
+            if int(match["epoch"]) == completed:
+                os.replace(staged, self.path / f"{match['stem']}{match['suffix']}")
+            else:
+                staged.unlink(missing_ok=True)
 
 
 SAVEABLE_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
@@ -135,8 +170,8 @@ def remember_keras_attribute_skipsets() -> None:
 class RunRecorder(keras.callbacks.Callback):
     """After each epoch: models, history, curves and a prediction picture, then the state.
 
-    state.json is written last, so after an interruption it never counts an epoch whose
-    files are not all there.
+    The models are staged and state.json is committed last, so after an interruption it never
+    counts an epoch whose files are not all there (see the module's docstring).
     """
 
     def __init__(self, run: RunDir, images: np.ndarray, masks: np.ndarray,
@@ -157,10 +192,10 @@ class RunRecorder(keras.callbacks.Callback):
         number = epoch + 1
         row = {"epoch": number, **{key: float(value) for key, value in (logs or {}).items()}}
         self.history = [r for r in self.history if r["epoch"] < number] + [row]
-        self.run.save_model(self.model, "last.keras")
+        self.run.stage_model(self.model, "last.keras", number)
         if row.get("val_mean_iou", -1.0) > self.best:
             self.best = row["val_mean_iou"]
-            self.run.copy_file("last.keras", "best.keras")
+            self.run.stage_copy("last.keras", "best.keras", number)
         self.run.write_history(self.history)
         visualize.save_curves(self.run.path / "curves.png", self.history)
         predicted = np.argmax(self.predict(self.images), axis=-1)

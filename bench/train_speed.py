@@ -111,8 +111,8 @@ def per_epoch_costs() -> list[list]:
             recorder = RunRecorder(run, images, masks, predictor)
             recorder.set_model(model)
             actions = {
-                "last.keras (model and optimizer state)": lambda: run.save_model(model, "last.keras"),
-                "best.keras (a link to last.keras)": lambda: run.copy_file("last.keras", "best.keras"),
+                "last.keras (model and optimizer state)": lambda: run.stage_model(model, "last.keras", 1),
+                "best.keras (a link to last.keras)": lambda: run.stage_copy("last.keras", "best.keras", 1),
                 "history.csv": lambda: run.write_history(history),
                 "curves.png": lambda: visualize.save_curves(run.path / "curves.png", history),
                 "the predicted masks of the 3 panel images": lambda: predictor(images),

@@ -13,6 +13,7 @@ import pytest
 
 import train_unet
 from conftest import REPO
+from rundir import RunDir
 from test_training import SMALL_UNET, check_run_folder, read_history
 
 LONG = ["--data", "synthetic", "--image-size", "64", "--limit", "64", "--batch-size", "8", "--seed", "1",
@@ -43,7 +44,8 @@ def consistent(run) -> int:
     """The run folder's finished epochs, checked against history.csv and the saved model."""
     completed = json.loads((run / "state.json").read_text())["completed_epochs"]
     assert [int(row["epoch"]) for row in read_history(run)][:completed] == list(range(1, completed + 1))
-    steps = int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy())
+    # the model --resume loads (a kill may land between counting an epoch and renaming its models)
+    steps = int(keras.models.load_model(RunDir(run).committed_file("last.keras")).optimizer.iterations.numpy())
     assert steps == completed * 8  # 64 examples in batches of 8: the model is that of the last finished epoch
     return completed
 

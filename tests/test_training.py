@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import data
+import options
 import rundir
 import train_mobilenet_unet
 import train_unet
@@ -53,6 +54,7 @@ def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == "synthetic" and config["image_size"] == size
     assert not [p.name for p in run.rglob(".*tmp*")]  # no temporary file left behind
+    assert not [p.name for p in run.glob(".*.epoch-*")]  # nor a staged model
     return metrics
 
 
@@ -149,6 +151,44 @@ def test_each_epoch_saves_the_model_and_draws_the_predictors_masks(tmp_path):
     colours = {tuple(c) for c in np.unique(pixels, axis=0)}
     assert (241, 196, 15) in colours  # the predicted column: border yellow, from the predictor
     assert (230, 126, 34) in colours  # the true column: pet orange
+
+
+def test_a_kill_at_any_point_of_an_epochs_writes_leaves_the_counted_epochs_models(tmp_path):
+    def model_with(value: float) -> keras.Model:
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+        model.layers[0].bias.assign([value])
+        return model
+
+    def bias(path) -> float:
+        return float(keras.models.load_model(path).layers[0].bias.numpy()[0])
+
+    run = rundir.RunDir.create(tmp_path / "run")
+    (run.path / "config.json").write_text(json.dumps({"script": "train_unet"}))
+    # killed after epoch 1 was counted, before its models were renamed into place
+    run.stage_model(model_with(1.0), "last.keras", 1)
+    run.stage_copy("last.keras", "best.keras", 1)
+    (run.path / "state.json").write_text(json.dumps({"completed_epochs": 1}))
+    assert not (run.path / "last.keras").exists()
+    assert bias(run.committed_file("last.keras")) == 1.0  # what a reader that must not write loads
+    assert options.read_config(run.path, "train_unet")["script"] == "train_unet"  # resumable as it is
+    run.recover()
+    assert bias(run.path / "last.keras") == 1.0 and bias(run.path / "best.keras") == 1.0
+    assert run.committed_file("last.keras") == run.path / "last.keras"
+    # killed while epoch 2's models were being staged, before it was counted
+    run.stage_model(model_with(2.0), "last.keras", 2)
+    run.stage_copy("last.keras", "best.keras", 2)
+    (run.path / ".last.epoch-002.tmp-99999.keras").write_bytes(b"half a zip")
+    assert bias(run.committed_file("last.keras")) == 1.0
+    run.recover()
+    assert bias(run.path / "last.keras") == 1.0 and bias(run.path / "best.keras") == 1.0
+    assert sorted(p.name for p in run.path.iterdir()) == ["best.keras", "config.json", "last.keras", "predictions",
+                                                          "state.json"]
+    # a whole commit: epoch 2 counted, its last.keras in place, the best model still epoch 1's
+    run.stage_model(model_with(2.0), "last.keras", 2)
+    run.commit_epoch(2)
+    assert json.loads((run.path / "state.json").read_text()) == {"completed_epochs": 2}
+    assert bias(run.path / "last.keras") == 2.0 and bias(run.path / "best.keras") == 1.0
+    assert not list(run.path.glob(".*"))
 
 
 def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkeypatch, capsys):
