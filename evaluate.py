@@ -29,8 +29,8 @@ import evaluation  # noqa: E402
 import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import write_json, write_text  # noqa: E402
-from inference import load_predictor  # noqa: E402
-from options import add_label_options  # noqa: E402
+from inference import load_predictor, with_test_time_augmentation  # noqa: E402
+from options import add_label_options, add_tta_option  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output", default=None, help="folder to create for the results (default: runs/evaluate-<timestamp>)")
     add("--worst", type=int, default=8, help="images with the lowest mean IoU drawn in worst.png; 0: none (default: 8)")
     add("--batch-size", type=int, default=32, help="images predicted together (default: 32)")
+    add_tta_option(add, "(default: flip, as predict.py)")
     add("--limit", type=int, default=None, help="judge only the first N images of the split (default: all)")
     add_label_options(add, own_classes="the model's")
     return parser
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--worst must be 0 or more, got {args.worst}")
     output = unused_folder(args.output)
     with user_errors("--model"):
-        predictor = load_predictor(args.model)
+        predictor = with_test_time_augmentation(load_predictor(args.model), args.tta)
     options = data_options(args, predictor.num_classes, predictor.size)
     if predictor.num_classes != options.num_classes:
         raise UserError(f"--model {args.model} predicts {predictor.num_classes} classes but --data {args.data} has "
@@ -109,6 +110,7 @@ def write_results(output: Path, args: argparse.Namespace, result: evaluation.Eva
         "model": str(args.model),
         "data": str(args.data),
         "split": args.split,
+        "tta": args.tta,
         "images": result.images,
     })
     buffer = io.StringIO()

@@ -32,7 +32,8 @@ from data import without_autotuning  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import atomic_path  # noqa: E402
 from inference import (IMAGE_EXTENSIONS, BadImage, Predictor, load_predictor, read_photo,  # noqa: E402
-                       resize_image, upsampled_argmax)
+                       resize_image, upsampled_argmax, with_test_time_augmentation)
+from options import add_tta_option  # noqa: E402
 from progress import Progress  # noqa: E402
 from visualize import overlay  # noqa: E402
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-overlay", action="store_true",
                         help="write only the masks, no overlays (default: off; overlays are JPEG for JPEG photos, "
                         "PNG otherwise)")
+    add_tta_option(parser.add_argument, "(default: flip)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse to run)")
     parser.add_argument("--write-into-input", action="store_true",
@@ -86,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     with user_errors("--model"):
-        predictor = load_predictor(args.model)
+        predictor = with_test_time_augmentation(load_predictor(args.model), args.tta)
     jobs = plan_jobs(Path(args.input), Path(args.output), recursive=args.recursive,
                      overlay=not args.no_overlay, overwrite=args.overwrite, into_input=args.write_into_input)
     summary = segment(predictor, jobs, batch_size=args.batch_size)

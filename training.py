@@ -37,7 +37,7 @@ import metrics
 import recipe
 from errors import UserError, user_errors
 from files import write_json
-from inference import keras_predictor
+from inference import keras_predictor, with_test_time_augmentation
 from options import data_options, training_passes, validation_count
 from progress import keras_verbose
 from rundir import RunDir, RunRecorder
@@ -280,8 +280,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         print(f"evaluating on the test split ({args.data})")
         with user_errors(f"--data {args.data}"):
             count, test_photos = data.photos(args.data, "test", options)
-            judged = evaluation.evaluate(predictor, test_photos, names, count=count,
-                                         loss=compiled_loss(model, weights), show_progress=verbose == 1)
+            judged = evaluation.evaluate(with_test_time_augmentation(predictor, args.tta), test_photos, names,
+                                         count=count, loss=compiled_loss(model, weights), show_progress=verbose == 1)
         figures = judged.figures()
         write_json(run.path / "metrics.json", run_metrics(args, model, judged.loss, figures, run,
                                                           time.perf_counter() - started, val_split.count, passes))
@@ -298,8 +298,9 @@ def compiled_loss(model: keras.Model, class_weights: Sequence[float] | None) -> 
     """The compiled loss of a batch, from model-size masks (-1 where ignored) and logits, as fit computes it.
 
     The end of a run judges the test split in one pass over its photos (evaluation.evaluate),
-    which gives both sizes' figures; this adds the loss Keras' evaluate would have reported,
-    so the split is not read and run through the model a second time for it.
+    which gives both sizes' figures; this adds the loss of the logits judged, so the split is
+    not read and run through the model a second time for it. With --tta none it is the loss
+    Keras' evaluate reports; with flip, that of the averaged logits.
     """
     def loss(truth: np.ndarray, logits: np.ndarray) -> float:
         labels = np.where(truth < 0, data.IGNORED, truth).astype(np.int32)[..., None]
@@ -405,6 +406,7 @@ def run_metrics(args: argparse.Namespace, model: keras.Model, loss: float, figur
             "mean_iou": figures["model_size"]["mean_iou"],
             "iou_per_class": figures["model_size"]["iou_per_class"],
             "evaluated_model": "last.keras",
+            "tta": args.tta,
             "original_size": figures["original_size"],
         },
         "epochs_completed": run.completed_epochs(),

@@ -93,7 +93,8 @@ def test_evaluate_on_voc_writes_every_file_with_exact_counts(voc_model, tmp_path
     assert status == 0 and "2 images" in stdout
     result = json.loads((out / "metrics.json").read_text())
     assert set(result) == {"model_size", "original_size", "confusion_matrix", "class_names", "model", "data",
-                           "split", "images"}
+                           "split", "tta", "images"}
+    assert result["tta"] == "flip"  # predict.py's default, so the figures are what it gives
     assert result["images"] == 2 and result["split"] == "test" and len(result["class_names"]) == 21
     for section in ("model_size", "original_size"):
         assert set(result[section]) == {"accuracy", "mean_iou", "iou_per_class", "dice_per_class", "pixels"}

@@ -85,6 +85,37 @@ def test_keras_predictor_takes_uint8_and_gives_the_models_logits(tmp_path):
     np.testing.assert_allclose(predictor(images), model(images.astype(np.float32) / 255.0).numpy(), atol=1e-5)
 
 
+def test_flip_averaging_mirrors_back_before_averaging(tmp_path):
+    def column_logits(images: np.ndarray) -> np.ndarray:
+        """Logits that mark each pixel's column, and (class 1) the image's own left half's brightness."""
+        batch, height, width, _ = images.shape
+        columns = np.broadcast_to(np.arange(width, dtype=np.float32)[None, None, :, None], (batch, height, width, 1))
+        left = np.broadcast_to(images[:, :, : width // 2].mean(axis=(1, 2, 3))[:, None, None, None],
+                               (batch, height, width, 1)).astype(np.float32)
+        return np.concatenate([columns, left], axis=-1)
+
+    plain = inference.Predictor(4, 2, column_logits)
+    assert inference.with_test_time_augmentation(plain, "none") is plain
+    mirrored = inference.with_test_time_augmentation(plain, "flip")
+    assert (mirrored.size, mirrored.num_classes) == (4, 2)
+    images = np.zeros((1, 4, 4, 3), np.uint8)
+    images[:, :, :2] = 200  # bright left half: the mirror image's left half is dark
+    logits = mirrored(images)
+    assert logits.shape == (1, 4, 4, 2) and logits.dtype == np.float32
+    np.testing.assert_array_equal(logits[..., 0], 1.5)  # column c and, mirrored back, 3 - c
+    np.testing.assert_array_equal(logits[..., 1], 100.0)  # (200 + 0) / 2
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate': use one of flip, none"):
+        inference.with_test_time_augmentation(plain, "rotate")
+    # on a real model: the mean of its logits and its mirror image's, mirrored back
+    model = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    x = images.astype(np.float32) / 255.0
+    expected = (model(x).numpy() + model(x[:, :, ::-1].copy()).numpy()[:, :, ::-1]) / 2
+    flipped = inference.with_test_time_augmentation(inference.keras_predictor(model), "flip")(images)
+    np.testing.assert_allclose(flipped, expected, atol=1e-5)
+    assert not np.allclose(flipped, model(x).numpy(), atol=1e-3)  # a randomly initialised model is not symmetric
+
+
 def test_model_files_that_cannot_serve(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.keras: no such file"):
         inference.load_predictor(tmp_path / "nothing.keras")

@@ -181,6 +181,24 @@ def test_huge_photo_is_segmented_in_bands(model_path, tmp_path, capsys, monkeypa
     assert np.asarray(Image.open(tmp_path / "out" / "big_mask.png")).shape == (1000, 1500)
 
 
+def test_masks_average_the_mirror_image_unless_tta_none(model_path, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(noise(50, 70)).save(photos / "a.png")
+    pixels, _ = inference.read_photo(photos / "a.png")
+    small = inference.resize_image(pixels, 64).numpy()[None]
+    predictor = inference.load_predictor(model_path)
+    masks = {}
+    for tta, extra in (("flip", []), ("none", ["--tta", "none"])):
+        status, _, _ = run(["--model", model_path, "--input", photos, "--output", tmp_path / tta, "--no-overlay",
+                            *extra], capsys)
+        assert status == 0
+        masks[tta] = np.asarray(Image.open(tmp_path / tta / "a_mask.png"))
+        logits = inference.with_test_time_augmentation(predictor, tta)(small)[0]
+        np.testing.assert_array_equal(masks[tta], inference.upsampled_argmax(logits, 50, 70))
+    assert not np.array_equal(masks["flip"], masks["none"])  # an untrained model is far from symmetric
+
+
 def test_real_oxford_photos(oxford_sample, model_path, tmp_path, capsys):
     photos = oxford_sample / "images"
     status, stdout, _ = run(["--model", model_path, "--input", photos, "--output", tmp_path, "--no-overlay"], capsys)

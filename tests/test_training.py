@@ -11,12 +11,14 @@ import pytest
 from PIL import Image
 
 import data
+import evaluation
 import options
 import rundir
 import train_mobilenet_unet
 import train_unet
 import training
 from conftest import run_main, run_subprocess
+from inference import keras_predictor, with_test_time_augmentation
 
 SMALL_UNET = ["--filters", "4,8,8,8,8,8"]
 QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1",
@@ -42,7 +44,8 @@ def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 
         with Image.open(run / picture) as image:
             assert image.format == "PNG" and image.width > 300
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"loss", "accuracy", "mean_iou", "iou_per_class", "evaluated_model", "original_size"}
+    assert set(metrics["test"]) == {"loss", "accuracy", "mean_iou", "iou_per_class", "evaluated_model", "tta",
+                                    "original_size"}
     assert set(metrics["test"]["iou_per_class"]) == {"pet", "background", "border"}
     original = metrics["test"]["original_size"]
     assert set(original) == {"accuracy", "mean_iou", "iou_per_class", "dice_per_class", "pixels"}
@@ -53,6 +56,7 @@ def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 
     assert np.isfinite(metrics["test"]["loss"])
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == "synthetic" and config["image_size"] == size
+    assert metrics["test"]["tta"] == config["tta"]
     assert not [p.name for p in run.rglob(".*tmp*")]  # no temporary file left behind
     assert not [p.name for p in run.glob(".*.epoch-*")]  # nor a staged model
     return metrics
@@ -61,7 +65,7 @@ def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 
 def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     run = tmp_path / "run"
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--val-examples", "5", "--repeat", "2",
-                                                 "--output", str(run)]) == 0
+                                                 "--tta", "none", "--output", str(run)]) == 0
     metrics = check_run_folder(run, epochs=1)  # the final evaluation covers all 16 test examples
     assert metrics["validation_examples"] == 4  # every 4th of the 16 after each epoch
     # two passes over the 16 training examples in batches of 8: 4 steps in the epoch
@@ -212,14 +216,23 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     check_run_folder(run, epochs=3)
     assert int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy()) == 6
     assert train_unet.main(["--resume", str(run)]) == 0  # nothing left to train: evaluates again
-    check_run_folder(run, epochs=3)
+    metrics = check_run_folder(run, epochs=3)
+    # the default final evaluation is predict.py's: logits averaged with the mirror image's
+    assert metrics["test"]["tta"] == "flip"
+    _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
+    mirrored = with_test_time_augmentation(keras_predictor(keras.models.load_model(run / "last.keras")), "flip")
+    figures = evaluation.evaluate(mirrored, photos, list(data.OXFORD_CLASS_NAMES)).figures()
+    for size in ("model_size", "original_size"):
+        test = metrics["test"] if size == "model_size" else metrics["test"]["original_size"]
+        assert test["mean_iou"] == pytest.approx(figures[size]["mean_iou"], abs=1e-6)
 
 
 def test_class_weights_change_the_loss(tmp_path):
     losses = {}
     for name, extra in (("plain", []), ("weighted", ["--class-weights", "5,5,0.1"])):
         run = tmp_path / name
-        assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--output", str(run)] + extra) == 0
+        assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--tta", "none", "--output", str(run)]
+                               + extra) == 0
         losses[name] = float(read_history(run)[0]["loss"])
         assert json.loads((run / "config.json").read_text())["class_weights"] == (extra[1] if extra else None)
     assert losses["weighted"] != pytest.approx(losses["plain"], rel=0.05)
