@@ -2,8 +2,9 @@
 
 Both segment the same folder of photos with the same model and write the same class-index
 masks at full resolution (predict.py with --tta none, predicting each photo once as the loop
-does; its default --tta flip, which also predicts the mirror image, is timed beside it): by default the 300 real Oxford-IIIT Pet photos of
-../shared/data/oxford-pets-300 (150 to 1600 pixels a side), else synthetic 500x375 JPEGs.
+does; its default --tta flip, which also predicts the mirror image, is timed beside it): by
+default the 300 real Oxford-IIIT Pet photos of ../shared/data/oxford-pets-300 (150 to 1600
+pixels a side), else synthetic 500x375 JPEGs.
 Both are timed end to end from the saved model file: loading the model is part of each
 (predict.py also traces its model once). Each method runs --repeats times, alternating, and
 the median time is reported.

@@ -193,8 +193,8 @@ def main() -> None:
     print(f"\nmachine: {machine()}")
     print_table(f"Quality on {len(photos)} validation photos of {args.data.name} at each photo's own size, "
                 f"{args.epochs} epochs at {SIZE} px, seed {args.seed}",
-                ["model", "recipe", "mean IoU", "as the script reports it", "pixel accuracy", "IoU pet / background / border", "seconds",
-                 "time ratio", "s to tutorial's IoU"], rows)
+                ["model", "recipe", "mean IoU", "as the script reports it", "pixel accuracy",
+                 "IoU pet / background / border", "seconds", "time ratio", "s to tutorial's IoU"], rows)
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=1, default=float))
 

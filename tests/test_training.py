@@ -175,6 +175,10 @@ def test_a_kill_at_any_point_of_an_epochs_writes_leaves_the_counted_epochs_model
     assert not (run.path / "last.keras").exists()
     assert bias(run.committed_file("last.keras")) == 1.0  # what a reader that must not write loads
     assert options.read_config(run.path, "train_unet")["script"] == "train_unet"  # resumable as it is
+    worker = rundir.RunDir.create(tmp_path / "worker")  # a multi-worker run's worker copies, and may not finish
+    training.copy_committed_models(run, worker)
+    assert bias(worker.path / "last.keras") == 1.0 and bias(worker.path / "best.keras") == 1.0
+    assert not (run.path / "last.keras").exists()
     run.recover()
     assert bias(run.path / "last.keras") == 1.0 and bias(run.path / "best.keras") == 1.0
     assert run.committed_file("last.keras") == run.path / "last.keras"
