@@ -34,7 +34,8 @@ from PIL import Image, UnidentifiedImageError
 
 import augment
 from errors import first_line
-from inference import IMAGE_EXTENSIONS, BadImage, decode_photo, read_photo, resize_image, to_model_input
+from inference import (IMAGE_EXTENSIONS, QUARTER_TURNS, BadImage, decode_photo, exif_orientation, read_photo,
+                       resize_image, to_model_input, to_upright)
 
 TFDS_NAME = "oxford_iiit_pet"
 TFDS_VERSION = "4.*.*"
@@ -45,6 +46,7 @@ SPLITS = ("train", "test")
 CACHES = ("memory", "disk", "none")
 # Formats tf.io.decode_image reads; anything else is skipped before training starts.
 DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
+CACHE_FORMAT = 2  # raised when cached examples change for the same settings; 2: photos turned upright by EXIF
 OXFORD_CLASS_NAMES = ("pet", "background", "border")
 VOC_CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -113,8 +115,8 @@ class DataOptions:
 
     def cache_key(self, source: str | os.PathLike, split: str) -> str:
         """A name for a split's disk cache that changes with anything that changes its examples."""
-        settings = [os.fspath(source), split, self.image_size, self.limit, self.num_classes, self.mask_offset,
-                    self.holdout_fraction, self.ignore_class]
+        settings = [CACHE_FORMAT, os.fspath(source), split, self.image_size, self.limit, self.num_classes,
+                    self.mask_offset, self.holdout_fraction, self.ignore_class]
         return f"{split}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}"
 
     def offset_for(self, oxford: bool) -> int:
@@ -488,9 +490,10 @@ def photos(source: str | os.PathLike, split: str, options: DataOptions = DataOpt
 
     def read() -> Iterator[Photo]:
         for pair in pairs:
-            mask = _read_checked_mask(pair, labels)
-            if mask is None:
+            checked = _read_checked_mask(pair, labels)
+            if checked is None:
                 continue
+            mask, _ = checked
             try:
                 pixels, _ = read_photo(pair.image, model_size=size)
             except BadImage as error:
@@ -668,37 +671,41 @@ def _file_split(pairs: list[Pair], image_size: int, labels: Labels, where: str) 
     with PIL (TensorFlow's PNG decoder would expand palette masks to RGB).
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        usable = [pair for pair, mask in zip(pairs, pool.map(lambda p: _read_checked_mask(p, labels), pairs))
-                  if mask is not None]
-    if not usable:
+        results = pool.map(lambda p: _read_checked_mask(p, labels), pairs)
+        checked = [(pair, result[1]) for pair, result in zip(pairs, results) if result is not None]
+    if not checked:
         raise ValueError(f"{where} holds no usable image and mask pairs")
-    ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p in usable], [str(p.mask) for p in usable]))
+    ds = tf.data.Dataset.from_tensor_slices(([str(p.image) for p, _ in checked], [str(p.mask) for p, _ in checked],
+                                             [orientation for _, orientation in checked]))
 
     def read_mask(path: bytes) -> np.ndarray:
         with Image.open(path.decode()) as mask_file:
             mask = np.asarray(mask_file, dtype=np.uint8)
         return labels.to_labels(resize_mask_array(mask, image_size))[..., None]
 
-    def decode(image_path, mask_path):
+    def decode(image_path, mask_path, orientation):
         mask = tf.numpy_function(read_mask, [mask_path], tf.uint8, stateful=False)
         mask.set_shape((image_size, image_size, 1))
-        return resize_image(decode_photo(tf.io.read_file(image_path)), image_size), mask
+        return resize_image(to_upright(decode_photo(tf.io.read_file(image_path)), orientation), image_size), mask
 
     # A file that passed the header check but whose data is truncated is dropped with a
     # logged warning instead of stopping the epoch.
-    return Split(ds, len(usable), labels.ignore is not None,
+    return Split(ds, len(checked), labels.ignore is not None,
                  decode=lambda paths: paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True))
 
 
-def _read_checked_mask(pair: Pair, labels: Labels) -> np.ndarray | None:
-    """The pair's mask as stored (uint8, full size), or None (with a warning) for an unreadable file.
+def _read_checked_mask(pair: Pair, labels: Labels) -> tuple[np.ndarray, int] | None:
+    """(the pair's mask as stored (uint8, full size), its image's EXIF orientation), or None
+    (with a warning) for an unreadable file.
 
     Labels that are out of range, masks that are not class indices and image/mask size
     mismatches are errors: they mean the annotation is wrong, and training on it would be too.
+    A mask belongs to the photo as a person sees it, turned upright by its EXIF orientation,
+    as predict.py writes its masks.
     """
     try:
         with Image.open(pair.image) as image:
-            image_format, photo_size = image.format, image.size
+            image_format, photo_size, orientation = image.format, image.size, exif_orientation(image)
     except (UnidentifiedImageError, OSError) as error:
         _warn_skipped([pair.image], f"is not a readable image ({first_line(error)})")
         return None
@@ -717,13 +724,17 @@ def _read_checked_mask(pair: Pair, labels: Labels) -> np.ndarray | None:
     except (UnidentifiedImageError, OSError) as error:
         _warn_skipped([pair.mask], f"is not a readable mask ({first_line(error)})")
         return None
-    if mask_size != photo_size:
+    turned = orientation in QUARTER_TURNS
+    upright_size = photo_size[::-1] if turned else photo_size
+    if mask_size != upright_size:
+        shown = (f" as shown (its EXIF orientation turns the stored {photo_size[0]}x{photo_size[1]} a quarter "
+                 "turn)" if turned else "")
         raise ValueError(
             f"mask {pair.mask} is {mask_size[0]}x{mask_size[1]} but image {pair.image} is "
-            f"{photo_size[0]}x{photo_size[1]}: a mask must have its image's size"
+            f"{upright_size[0]}x{upright_size[1]}{shown}: a mask must have its image's size"
         )
     labels.check(mask, pair.mask)
-    return mask
+    return mask, orientation
 
 
 def _warn_skipped(paths: Sequence[Path], why: str) -> None:

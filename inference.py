@@ -74,6 +74,36 @@ def decode_photo(encoded: tf.Tensor) -> tf.Tensor:
     )
 
 
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image: 1 (as stored) to 8; 1 when absent or invalid."""
+    value = image.getexif().get(EXIF_ORIENTATION, 1)
+    return value if value in range(1, 9) else 1
+
+
+def to_upright(image: tf.Tensor, orientation: tf.Tensor | int) -> tf.Tensor:
+    """An (H, W, C) image as stored, turned upright as its EXIF orientation says.
+
+    PIL's ImageOps.exif_transpose (which read_photo applies) in TensorFlow ops, so that the
+    tf.data pipeline trains on the photo a person sees, which is the one its mask is drawn on
+    and the one predict.py segments; TensorFlow's decoders ignore EXIF.
+    """
+    turns = [
+        lambda: image,  # 1: as stored
+        lambda: tf.image.flip_left_right(image),  # 2
+        lambda: tf.image.rot90(image, 2),  # 3
+        lambda: tf.image.flip_up_down(image),  # 4
+        lambda: tf.image.transpose(image),  # 5
+        lambda: tf.image.rot90(image, 3),  # 6: a quarter turn clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), 2),  # 7
+        lambda: tf.image.rot90(image, 1),  # 8: a quarter turn anticlockwise
+    ]
+    return tf.switch_case(tf.cast(orientation, tf.int32) - 1, turns)
+
+
 def read_photo(path: str | os.PathLike, model_size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """(the photo as upright uint8 RGB, its (height, width) as a person sees it).
 
@@ -90,7 +120,7 @@ def read_photo(path: str | os.PathLike, model_size: int | None = None) -> tuple[
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated a quarter turn
+            if exif_orientation(image) in QUARTER_TURNS:
                 width, height = height, width
             if model_size is not None:
                 reduced = DRAFT_MARGIN * model_size

@@ -453,3 +453,40 @@ def test_repeat_makes_an_epoch_of_several_shuffled_passes():
     assert sum(len(images) for images, _ in data.batches(split, batch_size=4, repeat=2)) == 6
     with pytest.raises(ValueError, match="repeat"):
         data.batches(split, batch_size=4, training=True, repeat=0)
+
+
+# ---------------------------------------------------------------- EXIF orientation
+
+
+def test_photos_with_an_exif_orientation_train_upright_as_predict_sees_them(tmp_path):
+    from inference import read_photo, resize_image
+
+    train = tmp_path / "train"
+    stored = np.zeros((24, 40, 3), np.uint8)  # stored landscape; the bright corner shows each turn
+    stored[:8, :12] = 250
+    stored[..., 1] = (np.arange(40, dtype=np.uint8) * 6)[None, :]
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = train / "images" / f"turn_{orientation}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(stored).save(path, exif=exif, quality=95)
+        upright, (height, width) = read_photo(path)
+        assert upright.shape[:2] == ((40, 24) if orientation >= 5 else (24, 40)) == (height, width)
+        (train / "masks").mkdir(exist_ok=True)
+        Image.fromarray((upright[..., 0] > 128).astype(np.uint8)).save(train / "masks" / f"turn_{orientation}.png")
+    write_pair(tmp_path / "test", "plain", stored, np.zeros((24, 40), np.uint8))
+    options = data.DataOptions(image_size=32, num_classes=2)
+    split = data.load_split(tmp_path, "train", options)
+    assert split.count == 8
+    for orientation, (image, mask) in enumerate(split.examples.as_numpy_iterator(), start=1):
+        upright, _ = read_photo(train / "images" / f"turn_{orientation}.jpg")
+        np.testing.assert_array_equal(image, resize_image(upright, 32).numpy())  # the very pixels predict.py uses
+        # the mask's class 1 lies under the bright corner in the training example too
+        red = image[..., 0].astype(float)
+        assert red[mask[..., 0] == 1].mean() > 200 and red[mask[..., 0] == 0].mean() < 40
+    # a mask drawn on the photo as stored, not as shown, is refused with the reason
+    Image.fromarray(np.zeros((24, 40), np.uint8)).save(train / "masks" / "turn_6.png")
+    with pytest.raises(ValueError, match=r"turn_6.png is 40x24 but image .*turn_6.jpg is 24x40 as shown \(its EXIF "
+                                         r"orientation turns the stored 40x24 a quarter turn\)"):
+        data.load_split(tmp_path, "train", options)
