@@ -125,7 +125,7 @@ class RunDir:
         write_json(self.path / "state.json", {"completed_epochs": epoch})
         self._install_staged(epoch)
 
-    _STAGED = re.compile(r"\.(?P<stem>[^.]+)\.epoch-(?P<epoch>\d+)(?P<suffix>\.[^.]+)")
+    _STAGED = re.compile(r"\.(?P<stem>[^.]+)\.epoch-(?P<epoch>\d+)(?P<suffix>\.keras)")
 
     def _staged(self, name: str, epoch: int) -> Path:
         final = Path(name)
