@@ -34,8 +34,8 @@ from PIL import Image, UnidentifiedImageError
 
 import augment
 from errors import first_line
-from inference import (IMAGE_EXTENSIONS, QUARTER_TURNS, BadImage, decode_photo, exif_orientation, read_photo,
-                       resize_image, to_model_input, to_upright)
+from inference import (IMAGE_EXTENSIONS, BadImage, decode_photo, exif_orientation, read_photo, resize_image,
+                       shown_size, to_model_input, to_upright)
 
 TFDS_NAME = "oxford_iiit_pet"
 TFDS_VERSION = "4.*.*"
@@ -727,11 +727,10 @@ def _read_checked_mask(pair: Pair, labels: Labels) -> tuple[np.ndarray, int] | N
     except (UnidentifiedImageError, OSError) as error:
         _warn_skipped([pair.mask], f"is not a readable mask ({first_line(error)})")
         return None
-    turned = orientation in QUARTER_TURNS
-    upright_size = photo_size[::-1] if turned else photo_size
+    upright_size = shown_size(photo_size, orientation)
     if mask_size != upright_size:
         shown = (f" as shown (its EXIF orientation turns the stored {photo_size[0]}x{photo_size[1]} a quarter "
-                 "turn)" if turned else "")
+                 "turn)" if upright_size != photo_size else "")
         raise ValueError(
             f"mask {pair.mask} is {mask_size[0]}x{mask_size[1]} but image {pair.image} is "
             f"{upright_size[0]}x{upright_size[1]}{shown}: a mask must have its image's size"

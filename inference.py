@@ -84,6 +84,11 @@ def exif_orientation(image: Image.Image) -> int:
     return value if value in range(1, 9) else 1
 
 
+def shown_size(stored: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """An image's (width, height) as a person sees it: swapped by a quarter-turn orientation."""
+    return stored[::-1] if orientation in QUARTER_TURNS else stored
+
+
 def to_upright(image: tf.Tensor, orientation: tf.Tensor | int) -> tf.Tensor:
     """An (H, W, C) image as stored, turned upright as its EXIF orientation says.
 
@@ -119,9 +124,7 @@ def read_photo(path: str | os.PathLike, model_size: int | None = None) -> tuple[
     path = Path(path)
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            if exif_orientation(image) in QUARTER_TURNS:
-                width, height = height, width
+            width, height = shown_size(image.size, exif_orientation(image))
             if model_size is not None:
                 reduced = DRAFT_MARGIN * model_size
                 image.draft("RGB", (reduced, reduced))  # JPEG only; a no-op for other formats

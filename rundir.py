@@ -73,6 +73,17 @@ class RunDir:
         staged = self._staged(name, self.completed_epochs())
         return staged if staged.is_file() else self.path / name
 
+    def copy_committed_models(self, copy: "RunDir") -> None:
+        """Puts into `copy` (a multi-worker run's worker folder) the models of the counted epoch
+        that a killed chief left staged: only the chief may finish the commit itself."""
+        for name in ("last.keras", "best.keras"):
+            source = self.committed_file(name)
+            if source.name != name:
+                try:
+                    shutil.copyfile(source, copy.path / name)
+                except FileNotFoundError:  # the chief put it in place meanwhile
+                    shutil.copyfile(self.path / name, copy.path / name)
+
     def completed_epochs(self) -> int:
         return int(json.loads((self.path / "state.json").read_text())["completed_epochs"])
 

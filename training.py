@@ -360,24 +360,12 @@ def open_run_folder(args: argparse.Namespace, scratch: Path | None, cache_dir: s
                             ignore=shutil.ignore_patterns("logs", "predictions", "cache", ".*"))
             run = RunDir(scratch / "run")
             (run.path / "predictions").mkdir(exist_ok=True)
-            copy_committed_models(RunDir(Path(args.output)), run)
+            RunDir(Path(args.output)).copy_committed_models(run)  # the copy skips staged (hidden) files
         else:
             run = RunDir.create(scratch / "run")
         yield run
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def copy_committed_models(real: RunDir, copy: RunDir) -> None:
-    """A worker's copy gets the models of the counted epoch, even if a killed chief left them
-    staged (the copy skips hidden files, and only the chief may finish the commit)."""
-    for name in ("last.keras", "best.keras"):
-        source = real.committed_file(name)
-        if source.name != name:
-            try:
-                shutil.copyfile(source, copy.path / name)
-            except FileNotFoundError:  # the chief put it in place meanwhile
-                shutil.copyfile(real.path / name, copy.path / name)
 
 
 def weights_digest(model: keras.Model) -> str:

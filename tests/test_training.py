@@ -176,7 +176,7 @@ def test_a_kill_at_any_point_of_an_epochs_writes_leaves_the_counted_epochs_model
     assert bias(run.committed_file("last.keras")) == 1.0  # what a reader that must not write loads
     assert options.read_config(run.path, "train_unet")["script"] == "train_unet"  # resumable as it is
     worker = rundir.RunDir.create(tmp_path / "worker")  # a multi-worker run's worker copies, and may not finish
-    training.copy_committed_models(run, worker)
+    run.copy_committed_models(worker)
     assert bias(worker.path / "last.keras") == 1.0 and bias(worker.path / "best.keras") == 1.0
     assert not (run.path / "last.keras").exists()
     run.recover()
@@ -226,9 +226,8 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
     mirrored = with_test_time_augmentation(keras_predictor(keras.models.load_model(run / "last.keras")), "flip")
     figures = evaluation.evaluate(mirrored, photos, list(data.OXFORD_CLASS_NAMES)).figures()
-    for size in ("model_size", "original_size"):
-        test = metrics["test"] if size == "model_size" else metrics["test"]["original_size"]
-        assert test["mean_iou"] == pytest.approx(figures[size]["mean_iou"], abs=1e-6)
+    assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
+    assert metrics["test"]["original_size"]["mean_iou"] == pytest.approx(figures["original_size"]["mean_iou"], abs=1e-6)
 
 
 def test_class_weights_change_the_loss(tmp_path):
