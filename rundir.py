@@ -193,8 +193,9 @@ class RunRecorder(keras.callbacks.Callback):
         super().__init__()
         self.run = run
         self.images = images
-        self.masks = masks
         self.predict = predict
+        self.curves = visualize.TrainingCurves()
+        self.panel = visualize.PredictionPanel(images, masks)
         self.history = run.read_history()
         scores = [row["val_mean_iou"] for row in self.history if "val_mean_iou" in row]
         self.best = max(scores, default=-1.0)
@@ -208,10 +209,8 @@ class RunRecorder(keras.callbacks.Callback):
             self.best = row["val_mean_iou"]
             self.run.stage_copy("last.keras", "best.keras", number)
         self.run.write_history(self.history)
-        visualize.save_curves(self.run.path / "curves.png", self.history)
+        self.curves.save(self.run.path / "curves.png", self.history)
         predicted = np.argmax(self.predict(self.images), axis=-1)
-        visualize.save_prediction_panel(
-            self.run.path / "predictions" / f"epoch_{number:03d}.png", self.images, self.masks, predicted,
-            f"epoch {number}: validation mean IoU {row.get('val_mean_iou', float('nan')):.3f}",
-        )
+        self.panel.save(self.run.path / "predictions" / f"epoch_{number:03d}.png", predicted,
+                        f"epoch {number}: validation mean IoU {row.get('val_mean_iou', float('nan')):.3f}")
         self.run.commit_epoch(number)

@@ -90,7 +90,6 @@ def whole_runs(epochs: int, repeats: int) -> list[list]:
 
 def per_epoch_costs() -> list[list]:
     """Median seconds of each write the run folder makes after an epoch, for both models at 128 px."""
-    import visualize
     from inference import keras_predictor
     from rundir import RunDir, RunRecorder
 
@@ -104,7 +103,6 @@ def per_epoch_costs() -> list[list]:
         model = build()
         training.compile_phase(model, module.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
                                data.OXFORD_CLASS_NAMES)
-        model.optimizer.build(model.trainable_variables)
         predictor = keras_predictor(model)
         with tempfile.TemporaryDirectory() as folder:
             run = RunDir.create(Path(folder))
@@ -114,10 +112,10 @@ def per_epoch_costs() -> list[list]:
                 "last.keras (model and optimizer state)": lambda: run.stage_model(model, "last.keras", 1),
                 "best.keras (a link to last.keras)": lambda: run.stage_copy("last.keras", "best.keras", 1),
                 "history.csv": lambda: run.write_history(history),
-                "curves.png": lambda: visualize.save_curves(run.path / "curves.png", history),
+                "curves.png": lambda: recorder.curves.save(run.path / "curves.png", history),
                 "the predicted masks of the 3 panel images": lambda: predictor(images),
-                "predictions/epoch_NNN.png": lambda: visualize.save_prediction_panel(
-                    run.path / "predictions" / "epoch_001.png", images, masks, masks[..., 0], "epoch 1"),
+                "predictions/epoch_NNN.png": lambda: recorder.panel.save(
+                    run.path / "predictions" / "epoch_001.png", masks[..., 0], "epoch 1"),
                 "a whole epoch's writes (RunRecorder.on_epoch_end)": lambda: recorder.on_epoch_end(0, history[0]),
             }
             times = {}
