@@ -77,3 +77,27 @@ def test_photos_of_a_folder_are_what_predict_sees_with_untouched_masks(oxford_sa
     from PIL import Image
     trimap = np.asarray(Image.open(oxford_sample / "annotations" / "trimaps" / f"{first.name}.png"))
     np.testing.assert_array_equal(first.mask, trimap.astype(np.int16) - 1)
+
+
+def test_photos_are_read_ahead_in_order_and_a_reading_error_reaches_the_caller():
+    seen = []
+
+    def recording(images):
+        seen.append(len(images))
+        return right_half_predictor()(images)
+
+    def photos():
+        for index in range(5):
+            yield photo(f"p{index}", np.zeros((4, 4)))
+        raise ValueError("p5.png: unreadable image")
+
+    predictor = Predictor(4, 2, recording)
+    with pytest.raises(ValueError, match="p5.png: unreadable image"):
+        evaluation.evaluate(predictor, photos(), ["zero", "one"], batch_size=2)
+    assert seen == [2, 2]  # the third batch (p4) was never complete: the error came while reading it
+    result = evaluation.evaluate(predictor, (photo(f"p{i}", np.zeros((4, 4))) for i in range(5)), ["zero", "one"],
+                                 batch_size=2, keep_worst=5)
+    assert result.images == 5 and seen[2:] == [2, 2, 1]
+    assert sorted(failure.name for failure in result.worst) == ["p0", "p1", "p2", "p3", "p4"]
+    # the right half predicted as class 1 against an all-0 mask: 8 of 16 pixels right at the model's size
+    assert result.model_size.tolist() == [[40, 40], [0, 0]]
