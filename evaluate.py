@@ -30,7 +30,7 @@ import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import write_json, write_text  # noqa: E402
 from inference import load_predictor, with_test_time_augmentation  # noqa: E402
-from options import add_label_options, add_tta_option  # noqa: E402
+from options import add_label_options, add_size_option, add_tta_option  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--worst", type=int, default=8, help="images with the lowest mean IoU drawn in worst.png; 0: none (default: 8)")
     add("--batch-size", type=int, default=32, help="images predicted together (default: 32)")
     add_tta_option(add, "(default: flip, as predict.py)")
+    add_size_option(add)
     add("--limit", type=int, default=None, help="judge only the first N images of the split (default: all)")
     add_label_options(add, own_classes="the model's")
     return parser
@@ -53,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "limit"):
+    for name in ("batch_size", "limit", "size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.worst < 0:
         raise UserError(f"--worst must be 0 or more, got {args.worst}")
     output = unused_folder(args.output)
-    with user_errors("--model"):
-        predictor = with_test_time_augmentation(load_predictor(args.model), args.tta)
+    with user_errors("--model" if args.size is None else f"--model {args.model} --size {args.size}"):
+        predictor = with_test_time_augmentation(load_predictor(args.model, args.size), args.tta)
     options = data_options(args, predictor.num_classes, predictor.size)
     if predictor.num_classes != options.num_classes:
         raise UserError(f"--model {args.model} predicts {predictor.num_classes} classes but --data {args.data} has "
@@ -111,6 +112,7 @@ def write_results(output: Path, args: argparse.Namespace, result: evaluation.Eva
         "data": str(args.data),
         "split": args.split,
         "tta": args.tta,
+        "size": args.size,
         "images": result.images,
     })
     buffer = io.StringIO()

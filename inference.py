@@ -17,6 +17,7 @@ them into messages.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import warnings
@@ -165,16 +166,69 @@ class Predictor:
         return self.run(images)
 
 
-def load_predictor(path: str | os.PathLike) -> Predictor:
-    """A `.keras` model, or a `.tflite` made by export.py, ready to predict."""
+def load_predictor(path: str | os.PathLike, size: int | None = None) -> Predictor:
+    """A `.keras` model, or a `.tflite` made by export.py, ready to predict.
+
+    `size`: predict images resized to this side instead of the model's own (a .keras model
+    is rebuilt for it, see `at_input_size`; a .tflite model takes only its own).
+    """
     if Path(path).suffix.lower() == ".tflite":
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such file")
         try:
-            return tflite_predictor(path)
+            predictor = tflite_predictor(path)
         except (ValueError, RuntimeError, KeyError) as error:
             raise ValueError(f"{path} is not a TFLite model made by export.py ({error})") from error
-    return keras_predictor(load_keras_model(path))
+        if size is not None and size != predictor.size:
+            raise ValueError(f"{path} takes only the {predictor.size} px images it was exported for, not {size} px; "
+                             "use the .keras model for another size")
+        return predictor
+    model = load_keras_model(path)
+    return keras_predictor(model if size is None else at_input_size(model, size))
+
+
+def at_input_size(model: keras.Model, size: int) -> keras.Model:
+    """The model rebuilt for `size` x `size` images, with the same weights.
+
+    The models here are fully convolutional, so their weights serve any size their halvings
+    add back up from (a multiple of 32 for the MobileNetV2 U-Net, of 64 for the 6-level
+    U-Net). Keras fixes the size in the model's configuration, in its input and in those of
+    nested models (the pix2pix blocks), so the configuration is rewritten with every input
+    scaled by size / the model's size, and built again. Predicting photos at a larger size
+    than the training size scored higher on held-out photos (BENCHMARKS.md, section 1).
+    """
+    own = model.input_shape[1]
+    if size == own:
+        return model
+    if size < 1:
+        raise ValueError(f"an image size must be positive, got {size}")
+    config = copy.deepcopy(model.get_config())  # from_config consumes what it is given
+    _scale_inputs(config, own, size)
+    try:
+        resized = type(model).from_config(config)
+    except Exception as error:  # Keras reports impossible shapes as several exception types
+        raise ValueError(f"the model cannot take {size} px images ({first_line(error)})") from error
+    if tuple(resized.output_shape[1:3]) != (size, size):
+        raise ValueError(f"the model cannot take {size} px images: its halvings do not add back up to "
+                         f"{size} px (it would predict {resized.output_shape[1]} px)")
+    resized.set_weights(model.get_weights())
+    return resized
+
+
+def _scale_inputs(config, own: int, size: int) -> None:
+    if isinstance(config, dict):
+        if config.get("class_name") == "InputLayer":
+            shape = config["config"]["batch_shape"]
+            scaled = [side * size / own for side in shape[1:3]]
+            if any(side != int(side) for side in scaled):
+                raise ValueError(f"the model cannot take {size} px images: an inner input of {shape[1]} px would "
+                                 f"become {scaled[0]:g} px")
+            config["config"]["batch_shape"] = [shape[0], *map(int, scaled), *shape[3:]]
+        for value in config.values():
+            _scale_inputs(value, own, size)
+    elif isinstance(config, list):
+        for value in config:
+            _scale_inputs(value, own, size)
 
 
 def load_keras_model(path: str | os.PathLike) -> keras.Model:

@@ -33,7 +33,7 @@ from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import atomic_path  # noqa: E402
 from inference import (IMAGE_EXTENSIONS, BadImage, Predictor, load_predictor, read_photo,  # noqa: E402
                        resize_image, upsampled_argmax, with_test_time_augmentation)
-from options import add_tta_option  # noqa: E402
+from options import add_size_option, add_tta_option  # noqa: E402
 from progress import Progress  # noqa: E402
 from visualize import overlay  # noqa: E402
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write only the masks, no overlays (default: off; overlays are JPEG for JPEG photos, "
                         "PNG otherwise)")
     add_tta_option(parser.add_argument, "(default: flip)")
+    add_size_option(parser.add_argument)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse to run)")
     parser.add_argument("--write-into-input", action="store_true",
@@ -85,10 +86,11 @@ KEEP_FOR_OVERLAY_PIXELS = 1_000_000
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    with user_errors("--model"):
-        predictor = with_test_time_augmentation(load_predictor(args.model), args.tta)
+    for name in ("batch_size", "size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    with user_errors("--model" if args.size is None else f"--model {args.model} --size {args.size}"):
+        predictor = with_test_time_augmentation(load_predictor(args.model, args.size), args.tta)
     jobs = plan_jobs(Path(args.input), Path(args.output), recursive=args.recursive,
                      overlay=not args.no_overlay, overwrite=args.overwrite, into_input=args.write_into_input)
     summary = segment(predictor, jobs, batch_size=args.batch_size)

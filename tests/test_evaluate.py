@@ -93,8 +93,8 @@ def test_evaluate_on_voc_writes_every_file_with_exact_counts(voc_model, tmp_path
     assert status == 0 and "2 images" in stdout
     result = json.loads((out / "metrics.json").read_text())
     assert set(result) == {"model_size", "original_size", "confusion_matrix", "class_names", "model", "data",
-                           "split", "tta", "images"}
-    assert result["tta"] == "flip"  # predict.py's default, so the figures are what it gives
+                           "split", "tta", "size", "images"}
+    assert result["tta"] == "flip" and result["size"] is None  # predict.py's defaults, so the figures are what it gives
     assert result["images"] == 2 and result["split"] == "test" and len(result["class_names"]) == 21
     for section in ("model_size", "original_size"):
         assert set(result[section]) == {"accuracy", "mean_iou", "iou_per_class", "dice_per_class", "pixels"}
@@ -122,6 +122,19 @@ def test_tflite_and_keras_give_the_same_figures(voc_model, tmp_path, capsys):
     for section in ("model_size", "original_size"):
         assert figures["tflite"][section]["pixels"] == figures["keras"][section]["pixels"]
         assert figures["tflite"][section]["accuracy"] == pytest.approx(figures["keras"][section]["accuracy"], abs=0.01)
+    # another size: the .keras model is rebuilt for it, the .tflite one is refused
+    assert run_main(evaluate.main, ["--model", voc_model, "--data", devkit, "--output", tmp_path / "at128",
+                                    "--size", "128"], capsys)[0] == 0
+    at128 = json.loads((tmp_path / "at128" / "metrics.json").read_text())
+    assert at128["size"] == 128 and figures["keras"]["size"] is None
+    # 128 px against 64: four times the pixels, less the ignored outline (resized by nearest neighbour at each size)
+    assert abs(at128["model_size"]["pixels"] - 4 * figures["keras"]["model_size"]["pixels"]) <= 16
+    assert at128["model_size"]["pixels"] > 2 * 128 * 128 - 500
+    assert at128["original_size"]["pixels"] == figures["keras"]["original_size"]["pixels"]
+    status, _, err = run_main(evaluate.main, ["--model", tmp_path / "m.tflite", "--data", devkit, "--output",
+                                              tmp_path / "no", "--size", "128"], capsys)
+    assert status == 2 and "takes only the 64 px images it was exported for, not 128 px" in err
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize("case, message", [

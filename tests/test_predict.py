@@ -199,6 +199,25 @@ def test_masks_average_the_mirror_image_unless_tta_none(model_path, tmp_path, ca
     assert not np.array_equal(masks["flip"], masks["none"])  # an untrained model is far from symmetric
 
 
+def test_size_predicts_the_photo_resized_for_a_model_rebuilt_at_that_size(model_path, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(noise(50, 70)).save(photos / "a.png")
+    status, _, _ = run(["--model", model_path, "--input", photos, "--output", tmp_path / "out", "--no-overlay",
+                        "--tta", "none", "--size", "128"], capsys)
+    assert status == 0
+    mask = np.asarray(Image.open(tmp_path / "out" / "a_mask.png"))
+    pixels, _ = inference.read_photo(photos / "a.png")
+    model = build_unet((128, 128, 3), 3, filters=(4, 8, 8, 8, 8, 8))
+    model.set_weights(inference.load_keras_model(model_path).get_weights())
+    logits = model(inference.resize_image(pixels, 128).numpy()[None].astype(np.float32) / 255.0).numpy()[0]
+    np.testing.assert_array_equal(mask, inference.upsampled_argmax(logits, 50, 70))
+    status, _, stderr = run(["--model", model_path, "--input", photos, "--output", tmp_path / "odd", "--size", "96"],
+                            capsys)
+    assert status == 2 and "--size 96: the model cannot take 96 px images" in stderr
+    assert not (tmp_path / "odd").exists()
+
+
 def test_real_oxford_photos(oxford_sample, model_path, tmp_path, capsys):
     photos = oxford_sample / "images"
     status, stdout, _ = run(["--model", model_path, "--input", photos, "--output", tmp_path, "--no-overlay"], capsys)
