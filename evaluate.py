@@ -29,8 +29,8 @@ import evaluation  # noqa: E402
 import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import write_json, write_text  # noqa: E402
-from inference import load_predictor, with_test_time_augmentation  # noqa: E402
-from options import add_label_options, add_size_option, add_tta_option  # noqa: E402
+from options import (add_label_options, add_size_option, add_tta_option, check_at_least_one,  # noqa: E402
+                     load_model_option)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,14 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "limit", "size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_at_least_one(args, ("batch_size", "limit", "size"))
     if args.worst < 0:
         raise UserError(f"--worst must be 0 or more, got {args.worst}")
     output = unused_folder(args.output)
-    with user_errors("--model" if args.size is None else f"--model {args.model} --size {args.size}"):
-        predictor = with_test_time_augmentation(load_predictor(args.model, args.size), args.tta)
+    predictor = load_model_option(args)
     options = data_options(args, predictor.num_classes, predictor.size)
     if predictor.num_classes != options.num_classes:
         raise UserError(f"--model {args.model} predicts {predictor.num_classes} classes but --data {args.data} has "

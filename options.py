@@ -191,6 +191,20 @@ def add_size_option(add) -> None:
         "for 1.56 times the work (BENCHMARKS.md) (default: the model's own)"))
 
 
+def check_at_least_one(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Each of these options that is set (not None) is at least 1, or a UserError names it."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def load_model_option(args: argparse.Namespace) -> inference.Predictor:
+    """--model as predict.py and evaluate.py serve it, at --size and with --tta; errors name the options."""
+    with user_errors("--model" if args.size is None else f"--model {args.model} --size {args.size}"):
+        return inference.with_test_time_augmentation(inference.load_predictor(args.model, args.size), args.tta)
+
+
 def group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
     """The parser's argument group of that title, for a script to add its model's options to."""
     return next(g for g in parser._action_groups if g.title == title)
@@ -288,11 +302,7 @@ def resolve_source_defaults(args: argparse.Namespace) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Numbers argparse's types cannot check on their own, each named in its message."""
-    for name in ("image_size", "batch_size", "num_classes", "show", "epochs"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    check_at_least_one(args, ("image_size", "batch_size", "num_classes", "show", "epochs", "limit"))
     for name in ("learning_rate",):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")

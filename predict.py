@@ -29,11 +29,10 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data import without_autotuning  # noqa: E402
-from errors import UserError, run_cli, user_errors  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 from files import atomic_path  # noqa: E402
-from inference import (IMAGE_EXTENSIONS, BadImage, Predictor, load_predictor, read_photo,  # noqa: E402
-                       resize_image, upsampled_argmax, with_test_time_augmentation)
-from options import add_size_option, add_tta_option  # noqa: E402
+from inference import IMAGE_EXTENSIONS, BadImage, Predictor, read_photo, resize_image, upsampled_argmax  # noqa: E402
+from options import add_size_option, add_tta_option, check_at_least_one, load_model_option  # noqa: E402
 from progress import Progress  # noqa: E402
 from visualize import overlay  # noqa: E402
 
@@ -86,11 +85,8 @@ KEEP_FOR_OVERLAY_PIXELS = 1_000_000
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("batch_size", "size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    with user_errors("--model" if args.size is None else f"--model {args.model} --size {args.size}"):
-        predictor = with_test_time_augmentation(load_predictor(args.model, args.size), args.tta)
+    check_at_least_one(args, ("batch_size", "size"))
+    predictor = load_model_option(args)
     jobs = plan_jobs(Path(args.input), Path(args.output), recursive=args.recursive,
                      overlay=not args.no_overlay, overwrite=args.overwrite, into_input=args.write_into_input)
     summary = segment(predictor, jobs, batch_size=args.batch_size)
