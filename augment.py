@@ -8,6 +8,11 @@ the image), so no pixel is invented at the edges; sample-weight maps are derived
 augmented masks afterwards (data.batches), so they follow the same geometry. Colour jitter
 (brightness, contrast, saturation) touches the image only.
 
+A training window (`crop`, --crop) is a random square of `crop` x `crop` pixels of the cached
+example, image and mask, cut out by indexing before the other geometry: it copies pixels and
+resamples nothing. The model then trains on small windows at the scale of the larger images
+it will predict whole; flips and scale boxes apply to the window.
+
 Random draws come from a per-batch seed drawn anew on every pass over the data, so epochs
 differ, and they are reproducible with `--seed`.
 """
@@ -44,32 +49,67 @@ def parse_augmentations(text: str) -> tuple[str, ...]:
     return tuple(name for name in AUGMENTATIONS if name in words)
 
 
-def augment_batches(ds: tf.data.Dataset, augmentations: tuple[str, ...], seed: int | None) -> tf.data.Dataset:
-    """Batches of (uint8 images, uint8 masks) -> (float32 images in [0, 255], uint8 masks), augmented."""
+def augment_batches(ds: tf.data.Dataset, augmentations: tuple[str, ...], seed: int | None,
+                    crop: int | None = None) -> tf.data.Dataset:
+    """Batches of (uint8 images, uint8 masks) -> (float32 images in [0, 255], uint8 masks), augmented.
+
+    `crop`: each example becomes a random `crop` x `crop` window of itself (None: whole images).
+    """
     unknown = set(augmentations) - set(AUGMENTATIONS)
     if unknown:
         raise ValueError(f"unknown augmentations {sorted(unknown)}: use {', '.join(AUGMENTATIONS)}")
-    if not augmentations:
+    if crop is not None and crop < 1:
+        raise ValueError(f"a training window needs a positive side, got {crop}")
+    if not augmentations and crop is None:
         return ds
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def apply(batch, draw):
         images, masks = batch
         batch_seed = tf.cast(draw % (2**31 - 1), tf.int32)
-        return augment_batch(images, masks, augmentations, batch_seed)
+        return augment_batch(images, masks, augmentations, batch_seed, crop)
 
     return tf.data.Dataset.zip(ds, draws).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def augment_batch(images: tf.Tensor, masks: tf.Tensor, augmentations: tuple[str, ...], seed: tf.Tensor):
-    """One batch, with stateless draws from `seed` (int32, shape (2,))."""
+def augment_batch(images: tf.Tensor, masks: tf.Tensor, augmentations: tuple[str, ...], seed: tf.Tensor,
+                  crop: int | None = None):
+    """One batch, with stateless draws from `seed` (int32, shape (2,)); `crop` as in augment_batches.
+
+    The batch keeps a static height and width (the window's with `crop`), so Keras traces its
+    train step for that size.
+    """
+    side = list(images.shape[1:3]) if crop is None else [crop, crop]
+    if crop is not None:
+        images, masks = take_windows(images, masks, crop, seed + 2)
     images = tf.cast(images, tf.float32)
     if "flip" in augmentations or "scale" in augmentations:
         boxes = random_boxes(tf.shape(images)[0], seed, flip="flip" in augmentations, scale="scale" in augmentations)
         images, masks = crop_and_resize(images, masks, boxes)
     if "color" in augmentations:
         images = jitter_colours(images, seed + 1)
-    return images, masks
+    return tf.ensure_shape(images, [None, *side, 3]), tf.ensure_shape(masks, [None, *side, 1])
+
+
+def take_windows(images: tf.Tensor, masks: tf.Tensor, crop: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random `crop` x `crop` window of each example, image and mask alike, by indexing (exact copies)."""
+    corners = random_windows(tf.shape(images)[0], tf.shape(images)[1:3], crop, seed)
+    steps = tf.range(crop)
+    rows, cols = corners[:, :1] + steps, corners[:, 1:] + steps  # (count, crop) each
+
+    def window(batch):
+        return tf.gather(tf.gather(batch, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+
+    return window(images), window(masks)
+
+
+def random_windows(count: tf.Tensor, size: tf.Tensor, crop: int, seed: tf.Tensor) -> tf.Tensor:
+    """(count, 2) int32 top-left pixels of `crop` x `crop` windows inside images of `size` (height, width)."""
+    tf.debugging.assert_less_equal(tf.constant(crop), tf.reduce_min(size), message=(
+        f"a {crop} px training window does not fit in the images"))
+    room = tf.cast(size - crop + 1, tf.float32)  # possible offsets per axis
+    offsets = tf.floor(tf.random.stateless_uniform([count, 2], seed) * room)
+    return tf.cast(tf.minimum(offsets, room - 1), tf.int32)
 
 
 def random_boxes(count: tf.Tensor, seed: tf.Tensor, *, flip: bool, scale: bool) -> tf.Tensor:

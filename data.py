@@ -205,6 +205,7 @@ def build_dataset(
     augmentations: Sequence[str] = augment.DEFAULT,
     shuffle_buffer: int = 1000,
     repeat: int = 1,
+    crop: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images, masks) or, with class weights, (images, masks, sample_weights).
 
@@ -215,7 +216,7 @@ def build_dataset(
     weights = None if class_weights is None else resolve_class_weights(class_weights, source, options)
     return batches(load_split(source, split, options), batch_size=batch_size, training=training,
                    class_weights=weights, seed=seed, augmentations=augmentations, shuffle_buffer=shuffle_buffer,
-                   repeat=repeat)
+                   repeat=repeat, crop=crop)
 
 
 def batches(
@@ -228,11 +229,13 @@ def batches(
     augmentations: Sequence[str] = augment.DEFAULT,
     shuffle_buffer: int = 1000,
     repeat: int = 1,
+    crop: int | None = None,
 ) -> tf.data.Dataset:
     """The split cached as uint8, then (training only) repeated, shuffled and augmented, batched and normalized.
 
     `repeat` passes over the training examples make one epoch, shuffled together: an example
-    may come twice in a batch, each time augmented on its own.
+    may come twice in a batch, each time augmented on its own. `crop`: training batches are
+    random `crop` x `crop` windows of the examples (augment.py), evaluation batches whole.
 
     Evaluation batches (training=False) are never augmented. Sample weights are looked up
     from the (augmented) masks, so they always match them pixel for pixel; ignored pixels
@@ -251,7 +254,7 @@ def batches(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if training:
-        ds = augment.augment_batches(ds, tuple(augmentations), seed)
+        ds = augment.augment_batches(ds, tuple(augmentations), seed, crop)
     ds = ds.map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
     if class_weights is not None:
         ds = ds.map(lambda images, masks: (images, masks, pixel_weights(masks, class_weights)),

@@ -51,6 +51,11 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
     add("--augment", type=augment.parse_augmentations, default=",".join(augment.DEFAULT),
         help="training augmentations, comma-separated, or 'none': " + "; ".join(
             f"{name}: {what}" for name, what in augment.AUGMENTATIONS.items()))
+    add("--crop", type=int, default=None, metavar="PX", help=(
+        "train on random PX x PX windows of the resized photos, copied pixel for pixel, while validation, "
+        "the final evaluation and prediction take whole photos at --image-size: the model learns at the "
+        "larger size's scale for the cost of the smaller (see BENCHMARKS.md). A multiple of the model's "
+        "step (32 for the MobileNetV2 U-Net, 64 for the 6-level U-Net), at most --image-size"))
 
     add("--val-examples", type=parse_val_examples, default="auto", metavar="N|auto|all", help=(
         "test-split examples scored after each epoch (history, curves, best.keras), spread evenly over "
@@ -302,7 +307,10 @@ def resolve_source_defaults(args: argparse.Namespace) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Numbers argparse's types cannot check on their own, each named in its message."""
-    check_at_least_one(args, ("image_size", "batch_size", "num_classes", "show", "epochs", "limit"))
+    check_at_least_one(args, ("image_size", "batch_size", "num_classes", "show", "epochs", "limit", "crop"))
+    if args.crop is not None and args.crop > args.image_size:
+        raise UserError(f"--crop {args.crop} is larger than --image-size {args.image_size}: a training window "
+                        "is a part of the resized photo")
     for name in ("learning_rate",):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")

@@ -38,6 +38,7 @@ import recipe
 from errors import UserError, user_errors
 from files import write_json
 from inference import keras_predictor, with_test_time_augmentation
+from models import sizes
 from options import data_options, training_passes, validation_count
 from progress import keras_verbose
 from rundir import RunDir, RunRecorder
@@ -230,6 +231,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         else:
             model = build_model(args, (args.image_size, args.image_size, 3), options.num_classes)
             recipe.configure_batchnorm(model, args.bn_momentum, synchronized)
+        if args.crop is not None:
+            train_on_windows(model, args.crop)
 
     with user_errors(f"--data {args.data}"):
         weights = None
@@ -241,7 +244,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     passes = training_passes(args.repeat, train_split.count, args.batch_size)
     train_ds = _distributable(data.batches(train_split, batch_size=args.batch_size, training=True,
                                            class_weights=weights, seed=args.seed, augmentations=args.augment,
-                                           repeat=passes))
+                                           repeat=passes, crop=args.crop))
     val_split = data.spread_subset(test_split, validation_count(args.val_examples, train_split.count, test_split.count))
     val_ds = _distributable(data.batches(val_split, batch_size=args.batch_size, class_weights=weights))
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
@@ -298,6 +301,15 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
           f"at each photo's own size {original['mean_iou']:.4f} and {original['accuracy']:.4f}; "
           f"run folder: {args.output}")
     return 0
+
+
+def train_on_windows(model: keras.Model, crop: int) -> None:
+    """Lets the model, built for whole photos, train on `crop` px windows (--crop); refused by
+    name if its halvings cannot add back up from that size."""
+    step = sizes.size_multiple(model)
+    if crop % step:
+        raise UserError(f"--crop {crop}: this model takes sizes in steps of {step} px ({crop} is not a multiple)")
+    sizes.accept_any_size(model)
 
 
 def compiled_loss(model: keras.Model, class_weights: Sequence[float] | None) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -429,6 +441,7 @@ def recipe_summary(args: argparse.Namespace, passes: int) -> dict:
         "repeat": passes,
         "bn_momentum": args.bn_momentum,
         "augment": list(args.augment),
+        "crop": args.crop,
         "epochs": args.epochs,
         "fine_tune_epochs": getattr(args, "fine_tune_epochs", 0),
     }

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from models import build_mobilenet_unet, build_unet, upsample
+from models import sizes
 from models.mobilenet_unet import set_encoder_trainable
 
 
@@ -187,3 +188,38 @@ def test_upsample_block_doubles_size_without_bias():
     assert [type(layer).__name__ for layer in block.layers] == ["Conv2DTranspose", "BatchNormalization", "ReLU"]
     assert [type(layer).__name__ for layer in upsample(8, 3, apply_dropout=True).layers][2] == "Dropout"
     assert np.std(conv.kernel.numpy()) == pytest.approx(0.02, rel=0.1)
+
+
+# ---------------------------------------------------------------- sizes (--crop)
+
+
+def test_size_multiple_is_the_step_of_the_sizes_a_model_takes():
+    assert sizes.size_multiple(build_mobilenet_unet((160, 160, 3), 3, encoder_weights=None)) == 32
+    assert sizes.size_multiple(build_unet((192, 192, 3), 3, filters=(4, 4, 4, 4, 4, 4))) == 64
+    assert sizes.size_multiple(build_unet((96, 96, 3), 3, filters=(4, 8, 8))) == 8
+
+
+@pytest.mark.parametrize("builder", ["unet", "mobilenet"])
+def test_a_model_for_whole_photos_trains_on_smaller_windows_and_keeps_its_size(builder, tmp_path):
+    if builder == "unet":
+        model, small = build_unet((128, 128, 3), 3, filters=(4, 8, 8, 8, 8, 8)), 64
+    else:
+        model, small = build_mobilenet_unet((96, 96, 3), 3, encoder_weights=None), 64
+    size = model.input_shape[1]
+    rng = np.random.default_rng(2)
+    windows = rng.random((4, small, small, 3)).astype("float32")
+    labels = rng.integers(0, 3, (4, small, small, 1))
+    with pytest.raises(ValueError, match="incompatible"):  # what Keras says without accept_any_size
+        model(windows)
+    sizes.accept_any_size(model)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(windows, labels, epochs=1, batch_size=4, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.predict(windows, verbose=0).shape == (4, small, small, 3)
+    assert model.input_shape == (None, size, size, 3)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert loaded.input_shape == (None, size, size, 3)  # the file is a model of the photos' size
+    photos = rng.random((2, size, size, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(photos, verbose=0), model.predict(photos, verbose=0), atol=1e-5)

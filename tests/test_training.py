@@ -399,10 +399,40 @@ def test_small_unet_learns_the_synthetic_set(tmp_path):
     ("--limit", "0", "--limit must be at least 1, got 0"),
     ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
     ("--learning-rate", "-1", "--learning-rate must be positive, got -1.0"),
+    ("--crop", "0", "--crop must be at least 1, got 0"),
+    ("--crop", "128", "--crop 128 is larger than --image-size 64: a training window is a part of the resized photo"),
 ])
 def test_bad_numbers_are_refused(tmp_path, capsys, option, value, message):
     status, err = run_script(train_unet, QUICK + [option, value, "--output", str(tmp_path / "r")], capsys)
     assert status == 2 and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_training_on_windows_validates_saves_and_resumes_at_the_photos_size(tmp_path, monkeypatch):
+    shapes = []
+    original_batches = data.batches
+
+    def recording_batches(split, **kwargs):
+        ds = original_batches(split, **kwargs)
+        shapes.append((kwargs.get("training", False), tuple(ds.element_spec[0].shape)))
+        return ds
+
+    monkeypatch.setattr(data, "batches", recording_batches)
+    run = tmp_path / "run"
+    argv = QUICK + SMALL_UNET + ["--image-size", "128", "--crop", "64", "--epochs", "1", "--tta", "none",
+                                "--output", str(run)]
+    assert train_unet.main(argv) == 0
+    assert sorted(shapes) == [(False, (None, 128, 128, 3)), (True, (None, 64, 64, 3))]
+    metrics = check_run_folder(run, epochs=1, size=128)  # models, validation and evaluation at 128 px
+    assert metrics["recipe"]["crop"] == 64
+    assert train_unet.main(["--resume", str(run), "--epochs", "2"]) == 0  # the loaded model takes windows too
+    check_run_folder(run, epochs=2, size=128)
+
+
+def test_a_window_the_model_cannot_take_is_refused_before_training(tmp_path, capsys):
+    argv = QUICK + SMALL_UNET + ["--image-size", "128", "--crop", "96", "--output", str(tmp_path / "r")]
+    status, err = run_script(train_unet, argv, capsys)
+    assert status == 2 and "--crop 96: this model takes sizes in steps of 64 px (96 is not a multiple)" in err
     assert not (tmp_path / "r").exists()
 
 
