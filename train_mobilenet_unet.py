@@ -21,7 +21,7 @@ import options  # noqa: E402
 import training  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from models import build_mobilenet_unet  # noqa: E402
-from models.mobilenet_unet import encoder_layer_index, set_encoder_trainable  # noqa: E402
+from models.mobilenet_unet import DECODER_FILTERS, encoder_layer_index, set_encoder_trainable  # noqa: E402
 
 # The measured recipe (BENCHMARKS.md): 10 epochs on the frozen encoder, then 10 fine-tuning it
 # from block 6 on, with flips only. On the validation photos, the same 20 epochs all frozen
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="'imagenet' (downloaded once by Keras), 'none', or the path of a local MobileNetV2 no-top "
         "weights file (.h5) for machines without internet. With 'none' the encoder trains from the start, "
         "BatchNorm included: frozen random features carry no signal")
+    add("--decoder-filters", type=options.widths(len(DECODER_FILTERS)), default=DECODER_FILTERS,
+        help="widths of the decoder's four upsampling blocks, coarsest first, comma-separated: the "
+        "decoder does most of the model's arithmetic, and half widths make a step about a third "
+        "cheaper (see BENCHMARKS.md)")
     add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
         help="after the frozen-encoder epochs (--epochs), unfreeze the encoder (its BatchNorm stays in "
@@ -69,7 +73,8 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
     try:
         with user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError,)), \
                 user_errors(f"--image-size {args.image_size}", (ValueError,)):
-            model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights)
+            model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,
+                                         decoder_filters=args.decoder_filters)
     except ConnectionError as error:
         raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
     if from_scratch(args):

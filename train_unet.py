@@ -27,7 +27,7 @@ LOSS = "sce+dice"
 def build_parser() -> argparse.ArgumentParser:
     parser = options.base_parser("train_unet", __doc__)
     options.group(parser, "model").add_argument(
-        "--filters", type=parse_filters, default=DEFAULT_FILTERS,
+        "--filters", type=options.widths(), default=DEFAULT_FILTERS,
         help="encoder widths from the top level down, comma-separated; the image size must be "
         "a multiple of 2 ** (number of levels)")
     # Trained from scratch on a few hundred images, the U-Net gains most from steps: batches of 8
@@ -35,16 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     # border class by another 0.03 IoU (BENCHMARKS.md).
     parser.set_defaults(batch_size=BATCH_SIZE, loss=LOSS)
     return parser
-
-
-def parse_filters(text: str) -> tuple[int, ...]:
-    try:
-        filters = tuple(int(part) for part in str(text).split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    if not filters or min(filters) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: widths must be positive")
-    return filters
 
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):

@@ -1,5 +1,6 @@
 """options.py: grouped options, checks, and --resume re-parsed through the same parser."""
 
+import argparse
 import json
 
 import pytest
@@ -168,3 +169,14 @@ def test_training_passes(choice, train, batch, passes):
 
 def test_the_mobilenet_unet_makes_one_pass_an_epoch():
     assert train_mobilenet_unet.build_parser().parse_args([]).repeat == 1  # the pretrained encoder
+
+
+def test_widths_are_positive_whole_numbers_and_counted_when_asked():
+    assert options.widths()("16,32, 64") == (16, 32, 64)
+    assert options.widths(4)("256,128,64,32") == (256, 128, 64, 32)
+    for text, message in (("16,x", "is not a comma-separated list of whole numbers"), ("8,0", "widths must be positive"),
+                          ("", "is not a comma-separated list")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            options.widths()(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="give 4 widths, one per block"):
+        options.widths(4)("256,128")

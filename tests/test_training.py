@@ -436,6 +436,20 @@ def test_a_window_the_model_cannot_take_is_refused_before_training(tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+def test_decoder_widths_shape_the_mobilenet_unet(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = QUICK + ["--encoder-weights", "none", "--decoder-filters", "16,8,8,4", "--epochs", "1",
+                    "--fine-tune-epochs", "0", "--tta", "none", "--output", str(run)]
+    assert train_mobilenet_unet.main(argv) == 0
+    model = keras.models.load_model(run / "last.keras", safe_mode=True)
+    assert [model.get_layer(f"up{i}").layers[0].filters for i in (1, 2, 3, 4)] == [16, 8, 8, 4]
+    assert json.loads((run / "metrics.json").read_text())["settings"]["decoder_filters"] == [16, 8, 8, 4]
+    with pytest.raises(SystemExit) as exited:  # argparse's own refusal
+        train_mobilenet_unet.main(QUICK + ["--decoder-filters", "16,8", "--output", str(tmp_path / "r")])
+    assert exited.value.code == 2
+    assert "argument --decoder-filters: '16,8': give 4 widths, one per block" in capsys.readouterr().err
+
+
 def test_negative_fine_tune_epochs(tmp_path, capsys):
     status, err = run_script(train_mobilenet_unet, QUICK + ["--fine-tune-epochs", "-1", "--output", str(tmp_path / "r")], capsys)
     assert status == 2 and "--fine-tune-epochs must be 0 or more" in err
