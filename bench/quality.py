@@ -11,7 +11,9 @@ augmentation (--tta flip: each photo's logits averaged with its mirror image's).
     truncated to labels by the loss), flips, batch 64, constant Adam at 1e-3, no validation;
     the MobileNetV2 encoder is fed [0, 1] as in the tutorial, the U-Net is the project's;
   * defaults: the training script with no recipe options;
-  * the variants: the defaults with one change undone, to show what each is worth.
+  * the variants: the defaults with one change undone, to show what each is worth, or with
+    other settings (photos at 160 or 192 px, trained on smaller windows: --crop); a run's
+    photos are scored at its own --image-size.
 
 Times are whole runs (data loading and the final evaluation included) on this machine; the
 ratio is to the tutorial run of the same model. Runs share one process: later runs in a long
@@ -26,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from _common import REPO, machine, print_table
 
@@ -62,22 +66,31 @@ VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other m
                   "defaults, frozen throughout (no fine-tuning)": ["--fine-tune-epochs", "0"],
                   "defaults, fine-tuning every encoder layer": ["--fine-tune-from", "all"],
                   "defaults, fine-tuning from block 13": ["--fine-tune-from", "block_13_expand"],
-                  "defaults, fine-tuning peak 1e-4": ["--fine-tune-learning-rate", "1e-4"]},
+                  "defaults, fine-tuning peak 1e-4": ["--fine-tune-learning-rate", "1e-4"],
+                  "defaults, half-width decoder": ["--decoder-filters", "256,128,64,32"],
+                  "defaults at 160 px, trained on 128 px windows": ["--image-size", "160", "--crop", "128"],
+                  "defaults at 192 px, trained on 160 px windows, half-width decoder": [
+                      "--image-size", "192", "--crop", "160", "--decoder-filters", "256,128,64,32"]},
     "unet": {"defaults, flips only (no scale, colour)": ["--augment", "flip"],
-             "defaults, one pass an epoch (--repeat 1)": ["--repeat", "1"]},
+             "defaults, one pass an epoch (--repeat 1)": ["--repeat", "1"],
+             "defaults at 192 px, trained on 128 px windows": ["--image-size", "192", "--crop", "128"]},
 }
 
 
 class EpochScores(keras.callbacks.Callback):
-    """After each epoch: mean IoU at each photo's own size, and the training time so far."""
+    """After each epoch: mean IoU at each photo's own size, and the training time so far.
 
-    def __init__(self, photos: list[data.Photo], started: float):
+    `photos(size)`: the validation photos as the model's size sees them (runs may change it).
+    """
+
+    def __init__(self, photos: Callable[[int], list[data.Photo]], started: float):
         super().__init__()
         self.photos, self.started, self.scoring, self.rows = photos, started, 0.0, []
 
     def on_epoch_end(self, epoch, logs=None):
         begun = time.perf_counter()
-        figures = evaluation.evaluate(keras_predictor(self.model), self.photos, list(data.OXFORD_CLASS_NAMES))
+        figures = evaluation.evaluate(keras_predictor(self.model), self.photos(self.model.input_shape[1]),
+                                      list(data.OXFORD_CLASS_NAMES))
         self.rows.append({"epoch": epoch + 1, "seconds": begun - self.started - self.scoring,
                           **figures.figures()["original_size"]})
         self.scoring += time.perf_counter() - begun
@@ -113,7 +126,8 @@ def tutorial_mobilenet() -> keras.Model:
     return keras.Model(inputs, layers.Conv2DTranspose(3, 3, strides=2, padding="same")(x))
 
 
-def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int, photos: list[data.Photo]) -> dict:
+def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int,
+                 photos: Callable[[int], list[data.Photo]]) -> dict:
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = tutorial_mobilenet() if model_name == "mobilenet" else build_unet((SIZE, SIZE, 3), 3)
@@ -128,7 +142,7 @@ def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int, photos: 
 
 
 def run_script(model_name: str, source: Path, extra: list[str], epochs: int, seed: int,
-               photos: list[data.Photo]) -> dict:
+               photos: Callable[[int], list[data.Photo]]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         module = train_mobilenet_unet if model_name == "mobilenet" else train_unet
         frozen = epochs
@@ -174,8 +188,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "images").is_dir() or not WEIGHTS.is_file():
         raise SystemExit(f"needs {args.data} and {WEIGHTS}")
-    count, photo_iter = data.photos(args.data, "test", data.DataOptions(image_size=SIZE))
-    photos = list(photo_iter)
+    photos = functools.cache(lambda size: list(data.photos(args.data, "test", data.DataOptions(image_size=size))[1]))
     rows, everything = [], {}
     for model_name in args.models.split(","):
         tutorial = run_tutorial(model_name, args.data, args.epochs, args.seed, photos)
@@ -191,7 +204,7 @@ def main() -> None:
             rows.append(summary(name, model_name, result, tutorial))
             print(rows[-1], flush=True)
     print(f"\nmachine: {machine()}")
-    print_table(f"Quality on {len(photos)} validation photos of {args.data.name} at each photo's own size, "
+    print_table(f"Quality on {len(photos(SIZE))} validation photos of {args.data.name} at each photo's own size, "
                 f"{args.epochs} epochs at {SIZE} px, seed {args.seed}",
                 ["model", "recipe", "mean IoU", "as the script reports it", "pixel accuracy",
                  "IoU pet / background / border", "seconds", "time ratio", "s to tutorial's IoU"], rows)
