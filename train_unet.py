@@ -27,7 +27,7 @@ LOSS = "sce+dice"
 def build_parser() -> argparse.ArgumentParser:
     parser = options.base_parser("train_unet", __doc__)
     options.group(parser, "model").add_argument(
-        "--filters", type=options.widths(), default=DEFAULT_FILTERS,
+        "--filters", type=options.widths(), default=",".join(map(str, DEFAULT_FILTERS)),
         help="encoder widths from the top level down, comma-separated; the image size must be "
         "a multiple of 2 ** (number of levels)")
     # Trained from scratch on a few hundred images, the U-Net gains most from steps: batches of 8
