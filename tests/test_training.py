@@ -473,13 +473,14 @@ def majority_class_mean_iou(source, options) -> float:
 
 @pytest.mark.slow
 def test_frozen_pretrained_encoder_learns_the_real_sample(oxford_sample, mobilenet_weights, tmp_path):
-    """The real ImageNet encoder, frozen, and 18 steps at 64 px: well beyond the majority class.
+    """The real ImageNet encoder, frozen, and 40 steps at 64 px: well beyond the majority class.
 
-    Measured (seed 0): 0.397 mean IoU at each photo's own size; the majority class scores 0.21.
+    Measured (seed 0): 0.412 mean IoU at each photo's own size (seed 2: 0.449); the majority
+    class scores 0.21.
     """
     run = tmp_path / "run"
     argv = ["--data", oxford_sample, "--encoder-weights", mobilenet_weights, "--image-size", "64",
-            "--batch-size", "6", "--epochs", "6", "--fine-tune-epochs", "0", "--seed", "0", "--output", run]
+            "--batch-size", "4", "--epochs", "8", "--fine-tune-epochs", "0", "--seed", "0", "--output", run]
     assert train_mobilenet_unet.main([str(word) for word in argv]) == 0
     score = json.loads((run / "metrics.json").read_text())["test"]["original_size"]["mean_iou"]
     baseline = majority_class_mean_iou(oxford_sample, data.DataOptions(image_size=64))
