@@ -89,7 +89,7 @@ def whole_runs(epochs: int, repeats: int) -> list[list]:
 
 
 def per_epoch_costs() -> list[list]:
-    """Median seconds of each write the run folder makes after an epoch, for both models at 128 px."""
+    """Median seconds of each write the run folder makes after an epoch, for both scripts' default models at 128 px."""
     from inference import keras_predictor
     from rundir import RunDir, RunRecorder
 
@@ -99,7 +99,8 @@ def per_epoch_costs() -> list[list]:
                 "mean_iou": 0.3, "val_mean_iou": 0.3} for e in range(1, 21)]
     columns = []
     for module, build in ((train_unet, lambda: build_unet((128, 128, 3), 3)),
-                          (train_mobilenet_unet, lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None))):
+                          (train_mobilenet_unet, lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
+                                                                        decoder_filters=train_mobilenet_unet.DECODER_WIDTHS))):
         model = build()
         training.compile_phase(model, module.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
                                data.OXFORD_CLASS_NAMES)
