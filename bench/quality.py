@@ -21,16 +21,24 @@ process slowed down (its memory grew to 5 GB), so compare times across processes
 the first runs, or run one model at a time. "to tutorial" is the training time after
 which the run's mean IoU first reaches the tutorial run's final one.
 
+`--fold K` trains and scores on another split of the same photos (5-fold cross-validation):
+fold 0 is the folder's own split; folds 1 to 4 each hold out a quarter of its training photos
+(every fourth photo of each breed, by number) and train on the rest, its validation photos
+included. The spread over the folds shows how far one held-out set's figure can be trusted.
+
     python bench/quality.py [--models mobilenet,unet] [--variants [TEXT]] [--epochs 20] [--seed 1] [--data DIR]
+                            [--fold K]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import functools
 import io
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +86,36 @@ VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other m
 }
 
 
+FOLDS = 5
+
+
+def fold_folder(source: Path, fold: int, into: Path) -> Path:
+    """An archive folder in `into` holding out the photos of `fold`; images and trimaps are links.
+
+    Fold 0 is `source`'s own split. Folds 1 to FOLDS - 1 split its training photos: each
+    breed's photos in order of their number, every (FOLDS - 1)-th to the same fold.
+    """
+    annotations = source / "annotations"
+    listed = (annotations / "list.txt").read_text().splitlines()
+    held_out = set((annotations / "test.txt").read_text().splitlines())
+    if fold:
+        by_breed = collections.defaultdict(list)
+        for line in (annotations / "trainval.txt").read_text().splitlines():
+            breed, number = line.split()[0].rsplit("_", 1)
+            by_breed[breed].append((int(number), line))
+        held_out = {line for lines in by_breed.values()
+                    for index, (_, line) in enumerate(sorted(lines)) if index % (FOLDS - 1) == fold - 1}
+    folder = into / f"{source.name}-fold{fold}"
+    (folder / "annotations").mkdir(parents=True)
+    os.symlink((source / "images").resolve(), folder / "images")
+    os.symlink((annotations / "trimaps").resolve(), folder / "annotations" / "trimaps")
+    (folder / "annotations" / "list.txt").write_text("\n".join(listed) + "\n")
+    for name, lines in [("trainval.txt", [line for line in listed if line not in held_out]),
+                        ("test.txt", [line for line in listed if line in held_out])]:
+        (folder / "annotations" / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
 class EpochScores(keras.callbacks.Callback):
     """After each epoch: mean IoU at each photo's own size, and the training time so far.
 
@@ -87,10 +125,13 @@ class EpochScores(keras.callbacks.Callback):
     def __init__(self, photos: Callable[[int], list[data.Photo]], started: float):
         super().__init__()
         self.photos, self.started, self.scoring, self.rows = photos, started, 0.0, []
+        self.predictor, self.predicting = None, None
 
     def on_epoch_end(self, epoch, logs=None):
         begun = time.perf_counter()
-        figures = evaluation.evaluate(keras_predictor(self.model), self.photos(self.model.input_shape[1]),
+        if self.predicting is not self.model:  # one trace a model: its weights are variables it reads
+            self.predictor, self.predicting = keras_predictor(self.model), self.model
+        figures = evaluation.evaluate(self.predictor, self.photos(self.model.input_shape[1]),
                                       list(data.OXFORD_CLASS_NAMES))
         self.rows.append({"epoch": epoch + 1, "seconds": begun - self.started - self.scoring,
                           **figures.figures()["original_size"]})
@@ -185,10 +226,20 @@ def main() -> None:
                         help=f"an Oxford-IIIT Pet archive folder to train and score on (default: {DATA})")
     parser.add_argument("--epochs", type=int, default=20, help="default: 20")
     parser.add_argument("--seed", type=int, default=1, help="default: 1")
+    parser.add_argument("--fold", type=int, default=0, choices=range(FOLDS),
+                        help=f"the split of --data's photos to train and score on, 0 to {FOLDS - 1} (default: 0, "
+                        "the folder's own)")
     parser.add_argument("--json", default=None, help="also write every epoch's scores to this file")
     args = parser.parse_args()
     if not (args.data / "images").is_dir() or not WEIGHTS.is_file():
         raise SystemExit(f"needs {args.data} and {WEIGHTS}")
+    with tempfile.TemporaryDirectory() as folds:
+        if args.fold:
+            args.data = fold_folder(args.data, args.fold, Path(folds))
+        compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
     photos = functools.cache(lambda size: list(data.photos(args.data, "test", data.DataOptions(image_size=size))[1]))
     rows, everything = [], {}
     for model_name in args.models.split(","):
