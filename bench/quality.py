@@ -90,21 +90,19 @@ FOLDS = 5
 
 
 def fold_folder(source: Path, fold: int, into: Path) -> Path:
-    """An archive folder in `into` holding out the photos of `fold`; images and trimaps are links.
+    """An archive folder in `into` holding out the photos of `fold` (1 to FOLDS - 1); images and trimaps are links.
 
-    Fold 0 is `source`'s own split. Folds 1 to FOLDS - 1 split its training photos: each
-    breed's photos in order of their number, every (FOLDS - 1)-th to the same fold.
+    Fold 0 is `source` itself. The other folds split its training photos: each breed's photos
+    in order of their number, every (FOLDS - 1)-th to the same fold.
     """
     annotations = source / "annotations"
     listed = (annotations / "list.txt").read_text().splitlines()
-    held_out = set((annotations / "test.txt").read_text().splitlines())
-    if fold:
-        by_breed = collections.defaultdict(list)
-        for line in (annotations / "trainval.txt").read_text().splitlines():
-            breed, number = line.split()[0].rsplit("_", 1)
-            by_breed[breed].append((int(number), line))
-        held_out = {line for lines in by_breed.values()
-                    for index, (_, line) in enumerate(sorted(lines)) if index % (FOLDS - 1) == fold - 1}
+    by_breed = collections.defaultdict(list)
+    for line in (annotations / "trainval.txt").read_text().splitlines():
+        breed, number = line.split()[0].rsplit("_", 1)
+        by_breed[breed].append((int(number), line))
+    held_out = {line for lines in by_breed.values()
+                for index, (_, line) in enumerate(sorted(lines)) if index % (FOLDS - 1) == fold - 1}
     folder = into / f"{source.name}-fold{fold}"
     (folder / "annotations").mkdir(parents=True)
     os.symlink((source / "images").resolve(), folder / "images")
