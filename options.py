@@ -148,6 +148,11 @@ def widths(count: int | None = None) -> Callable[[str], tuple[int, ...]]:
     return parse
 
 
+def comma_separated(values) -> str:
+    """A list as the command line writes it (the inverse of `widths`): '384,192,96,48'."""
+    return ",".join(map(str, values))
+
+
 parse_val_examples = word_or_count("auto", "all", noun="examples")
 parse_repeat = word_or_count("auto", noun="passes")
 AUTO_STEPS_PER_EPOCH = 50
@@ -301,7 +306,7 @@ def settings_to_argv(parser: argparse.ArgumentParser, saved: dict) -> list[str]:
             words += [action.option_strings[-1]] if value else []
         elif value is not None:
             if isinstance(value, (list, tuple)):
-                text = ",".join(map(str, value)) if value else "none"
+                text = comma_separated(value) if value else "none"
             else:
                 text = str(value)
             words += [action.option_strings[-1], text]

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'imagenet' (downloaded once by Keras), 'none', or the path of a local MobileNetV2 no-top "
         "weights file (.h5) for machines without internet. With 'none' the encoder trains from the start, "
         "BatchNorm included: frozen random features carry no signal")
-    add("--decoder-filters", type=options.widths(len(DECODER_WIDTHS)), default=",".join(map(str, DECODER_WIDTHS)),
+    add("--decoder-filters", type=options.widths(len(DECODER_WIDTHS)), default=options.comma_separated(DECODER_WIDTHS),
         help="widths of the decoder's four upsampling blocks, coarsest first, comma-separated. The decoder "
         "does most of the model's arithmetic: the default three quarters of pix2pix's 512,256,128,64 "
         "trained in 21%% less time for the same quality (see BENCHMARKS.md)")

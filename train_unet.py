@@ -27,7 +27,7 @@ LOSS = "sce+dice"
 def build_parser() -> argparse.ArgumentParser:
     parser = options.base_parser("train_unet", __doc__)
     options.group(parser, "model").add_argument(
-        "--filters", type=options.widths(), default=",".join(map(str, DEFAULT_FILTERS)),
+        "--filters", type=options.widths(), default=options.comma_separated(DEFAULT_FILTERS),
         help="encoder widths from the top level down, comma-separated; the image size must be "
         "a multiple of 2 ** (number of levels)")
     # Trained from scratch on a few hundred images, the U-Net gains most from steps: batches of 8
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):
-    filters = ",".join(map(str, args.filters))
+    filters = options.comma_separated(args.filters)
     with user_errors(f"--image-size {args.image_size} with --filters {filters} ({len(args.filters)} levels)"):
         return build_unet(input_shape, num_classes, filters=args.filters)
 
