@@ -132,15 +132,16 @@ def word_or_count(*words: str, noun: str) -> Callable[[str], str | int]:
     return parse
 
 
-def widths(count: int | None = None) -> Callable[[str], tuple[int, ...]]:
-    """An argparse type: comma-separated positive layer widths, exactly `count` of them if given."""
+def widths(count: int | None = None, minimum: int = 1) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type: comma-separated layer widths of at least `minimum` (0: a block may be
+    left out), exactly `count` of them if given."""
     def parse(text: str) -> tuple[int, ...]:
         try:
             values = tuple(int(part) for part in str(text).split(","))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-        if not values or min(values) < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: widths must be positive")
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: widths must be " + ("positive" if minimum == 1 else f"{minimum} or more"))
         if count is not None and len(values) != count:
             raise argparse.ArgumentTypeError(f"{text!r}: give {count} widths, one per block")
         return values

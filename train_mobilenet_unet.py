@@ -1,4 +1,4 @@
-"""Train the U-Net with a frozen ImageNet MobileNetV2 encoder and a pix2pix decoder.
+"""Train the U-Net with a frozen ImageNet MobileNetV2 encoder and a pix2pix decoder (plus a convolution at two joins).
 
 With no options: Oxford-IIIT Pet through TensorFlow Datasets at 128x128, 10 epochs on the frozen
 encoder then 10 fine-tuning its deeper two thirds, validated on the test split, with the recipe
@@ -40,6 +40,11 @@ PASSES = 1
 # model's arithmetic, and on three seeds this one trained in 21% less time and scored 0.002
 # mean IoU less (within the seeds' spread); half widths lost 0.016.
 DECODER_WIDTHS = (384, 192, 96, 48)
+# A 3x3 convolution where the 1/8- and 1/4-scale skips join the decoder (16 and 32 px at 128),
+# at half those blocks' widths: on three seeds +0.012 mean IoU for 9% more training time. One
+# at the 1/4 join alone gave +0.007; at full width it did no better in 15% more time; at the
+# 1/16 join it gave nothing, at the 1/2 it cost a quarter more time (BENCHMARKS.md).
+FUSE_WIDTHS = (0, 96, 48, 0)
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
                    "and give its path (--encoder-weights PATH)")
 
@@ -56,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="widths of the decoder's four upsampling blocks, coarsest first, comma-separated. The decoder "
         "does most of the model's arithmetic: the default three quarters of pix2pix's 512,256,128,64 "
         "trained in 21%% less time for the same quality (see BENCHMARKS.md)")
+    add("--fuse-filters", type=options.widths(len(FUSE_WIDTHS), minimum=0),
+        default=options.comma_separated(FUSE_WIDTHS),
+        help="for each decoder block, coarsest first, the width of a 3x3 convolution that mixes the upsampled "
+        "features with the skip connection joined to them; 0 leaves that join as pix2pix has it (0,0,0,0: "
+        "pix2pix's decoder)")
     add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
         help="after the frozen-encoder epochs (--epochs), unfreeze the encoder (its BatchNorm stays in "
@@ -78,7 +88,7 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
         with user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError,)), \
                 user_errors(f"--image-size {args.image_size}", (ValueError,)):
             model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,
-                                         decoder_filters=args.decoder_filters)
+                                         decoder_filters=args.decoder_filters, fuse_filters=args.fuse_filters)
     except ConnectionError as error:
         raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
     if from_scratch(args):

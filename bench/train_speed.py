@@ -100,7 +100,8 @@ def per_epoch_costs() -> list[list]:
     columns = []
     for module, build in ((train_unet, lambda: build_unet((128, 128, 3), 3)),
                           (train_mobilenet_unet, lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
-                                                                        decoder_filters=train_mobilenet_unet.DECODER_WIDTHS))):
+                                                                        decoder_filters=train_mobilenet_unet.DECODER_WIDTHS,
+                                                                        fuse_filters=train_mobilenet_unet.FUSE_WIDTHS))):
         model = build()
         training.compile_phase(model, module.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
                                data.OXFORD_CLASS_NAMES)

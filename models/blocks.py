@@ -28,6 +28,17 @@ def upsample(filters: int, size: int, apply_dropout: bool = False, name: str | N
     return keras.Sequential(block, name=name)
 
 
+def fuse(filters: int, name: str | None = None) -> keras.Sequential:
+    """Conv2D 3x3 (no bias) -> BatchNorm -> ReLU, keeping height and width.
+
+    pix2pix joins each skip connection to the upsampled features and leaves their mixing to
+    the next upsampling block; this block mixes them at the skip's own resolution first, as
+    the original U-Net's decoder does after every join.
+    """
+    return keras.Sequential([layers.Conv2D(filters, 3, padding="same", use_bias=False),
+                             layers.BatchNormalization(), layers.ReLU()], name=name)
+
+
 def check_divisible(input_shape: tuple[int, int, int], factor: int, model: str) -> None:
     """Raises ValueError unless height and width are positive multiples of `factor`."""
     height, width = input_shape[0], input_shape[1]

@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from errors import first_line
-from models.blocks import check_divisible, upsample
+from models.blocks import check_divisible, fuse, upsample
 
 SKIP_LAYERS = (
     "block_1_expand_relu",  # 1/2
@@ -19,6 +19,7 @@ SKIP_LAYERS = (
     "block_16_project",  # 1/32
 )
 DECODER_FILTERS = (512, 256, 128, 64)
+FUSE_FILTERS = (0, 0, 0, 0)  # pix2pix's decoder: no convolution after a join
 ENCODER_NAME = "encoder"
 
 
@@ -29,6 +30,7 @@ def build_mobilenet_unet(
     trainable_encoder: bool = False,
     *,
     decoder_filters: Sequence[int] = DECODER_FILTERS,
+    fuse_filters: Sequence[int] = FUSE_FILTERS,
     name: str = "mobilenet_unet",
 ) -> keras.Model:
     """Takes images in [0, 1] and rescales them to the [-1, 1] MobileNetV2 was trained on.
@@ -37,16 +39,26 @@ def build_mobilenet_unet(
     a local MobileNetV2 no-top weights file. `trainable_encoder=True` fine-tunes the encoder
     with its BatchNorm layers kept frozen, in inference mode: a small fine-tuning batch would
     otherwise overwrite the ImageNet statistics.
+
+    `decoder_filters`: the widths of the four pix2pix upsampling blocks, coarsest first.
+    `fuse_filters`: for each of them, the width of a 3x3 convolution over the upsampled
+    features joined with the skip connection (`blocks.fuse`, named "upN_fuse"); 0 leaves
+    that join as pix2pix has it.
     """
     check_divisible(tuple(input_shape), 32, "the MobileNetV2 U-Net")
+    if len(fuse_filters) != len(decoder_filters) or min(fuse_filters, default=0) < 0:
+        raise ValueError(f"fuse_filters needs one width of 0 or more per decoder block ({len(decoder_filters)}), "
+                         f"got {tuple(fuse_filters)}")
     encoder = build_encoder(input_shape, encoder_weights)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_mobilenet_range")(inputs)
     *skips, x = encoder(x)
-    for i, (filters, skip) in enumerate(zip(decoder_filters, reversed(skips)), start=1):
+    for i, (filters, fuse_width, skip) in enumerate(zip(decoder_filters, fuse_filters, reversed(skips)), start=1):
         x = upsample(filters, 3, name=f"up{i}")(x)
         x = layers.Concatenate(name=f"up{i}_concat")([x, skip])
+        if fuse_width:
+            x = fuse(fuse_width, name=f"up{i}_fuse")(x)
     logits = layers.Conv2DTranspose(
         num_classes, 3, strides=2, padding="same", dtype="float32", name="logits"
     )(x)

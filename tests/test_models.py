@@ -86,6 +86,26 @@ def test_local_weights_file_is_loaded(tmp_path):
                                   source.get_layer("Conv1").kernel.numpy())
 
 
+def test_a_fuse_block_mixes_the_join_it_is_asked_for():
+    widths = (32, 16, 16, 8)
+    plain = build_mobilenet_unet((64, 64, 3), encoder_weights=None, decoder_filters=widths)
+    fused = build_mobilenet_unet((64, 64, 3), encoder_weights=None, decoder_filters=widths, fuse_filters=(0, 0, 12, 0))
+    assert not [layer.name for layer in plain.layers if "fuse" in layer.name]  # pix2pix's decoder by default
+    block = fused.get_layer("up3_fuse")
+    assert [type(layer).__name__ for layer in block.layers] == ["Conv2D", "BatchNormalization", "ReLU"]
+    # up3's 16 channels joined to block_3_expand_relu's 144, at a quarter of 64 px
+    assert block.input.shape == (None, 16, 16, 160) and block.output.shape == (None, 16, 16, 12)
+    assert fused.get_layer("up4").input.shape[-1] == 12 and fused.output.shape == (None, 64, 64, 3)
+    # the 3x3 convolution and its BatchNorm, less what up4's kernel no longer reads (160 -> 12 channels)
+    added = 3 * 3 * 160 * 12 + 4 * 12 - 3 * 3 * 8 * (160 - 12)
+    assert fused.count_params() - plain.count_params() == added == 6_672
+
+
+def test_fuse_filters_need_one_width_per_decoder_block():
+    with pytest.raises(ValueError, match=r"one width of 0 or more per decoder block \(4\), got \(0, 48\)"):
+        build_mobilenet_unet((64, 64, 3), encoder_weights=None, fuse_filters=(0, 48))
+
+
 def snapshot(layer):
     return [w.numpy().copy() for w in layer.weights]
 

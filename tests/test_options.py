@@ -180,3 +180,9 @@ def test_widths_are_positive_whole_numbers_and_counted_when_asked():
             options.widths()(text)
     with pytest.raises(argparse.ArgumentTypeError, match="give 4 widths, one per block"):
         options.widths(4)("256,128")
+
+
+def test_widths_may_include_zero_when_a_block_can_be_left_out():
+    assert options.widths(4, minimum=0)("0,0,48,0") == (0, 0, 48, 0)
+    with pytest.raises(argparse.ArgumentTypeError, match="'0,-1,48,0': widths must be 0 or more"):
+        options.widths(4, minimum=0)("0,-1,48,0")

@@ -443,11 +443,27 @@ def test_decoder_widths_shape_the_mobilenet_unet(tmp_path, capsys):
     assert train_mobilenet_unet.main(argv) == 0
     model = keras.models.load_model(run / "last.keras", safe_mode=True)
     assert [model.get_layer(f"up{i}").layers[0].filters for i in (1, 2, 3, 4)] == [16, 8, 8, 4]
-    assert json.loads((run / "metrics.json").read_text())["settings"]["decoder_filters"] == [16, 8, 8, 4]
+    assert [layer.name for layer in model.layers if "fuse" in layer.name] == ["up2_fuse", "up3_fuse"]  # the defaults
+    assert [model.get_layer(f"up{i}_fuse").layers[0].filters for i in (2, 3)] == [96, 48]
+    settings = json.loads((run / "metrics.json").read_text())["settings"]
+    assert settings["decoder_filters"] == [16, 8, 8, 4] and settings["fuse_filters"] == [0, 96, 48, 0]
     with pytest.raises(SystemExit) as exited:  # argparse's own refusal
         train_mobilenet_unet.main(QUICK + ["--decoder-filters", "16,8", "--output", str(tmp_path / "r")])
     assert exited.value.code == 2
     assert "argument --decoder-filters: '16,8': give 4 widths, one per block" in capsys.readouterr().err
+
+
+def test_fuse_filters_of_zero_give_pix2pix_s_decoder(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = QUICK + ["--encoder-weights", "none", "--decoder-filters", "16,8,8,4", "--fuse-filters", "0,0,0,0",
+                    "--epochs", "1", "--fine-tune-epochs", "0", "--tta", "none", "--output", str(run)]
+    assert train_mobilenet_unet.main(argv) == 0
+    model = keras.models.load_model(run / "last.keras", safe_mode=True)
+    assert not [layer.name for layer in model.layers if "fuse" in layer.name]
+    with pytest.raises(SystemExit) as exited:
+        train_mobilenet_unet.main(QUICK + ["--fuse-filters", "0,0,-48,0", "--output", str(tmp_path / "r")])
+    assert exited.value.code == 2
+    assert "argument --fuse-filters: '0,0,-48,0': widths must be 0 or more" in capsys.readouterr().err
 
 
 def test_negative_fine_tune_epochs(tmp_path, capsys):
