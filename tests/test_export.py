@@ -8,6 +8,7 @@ from PIL import Image
 import export
 import inference
 import predict
+import train_mobilenet_unet
 from conftest import run_main
 from models import build_mobilenet_unet, build_unet
 
@@ -18,7 +19,8 @@ def model_path(request, tmp_path_factory):
     if request.param == "unet":
         build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8)).save(path)
     else:
-        build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None).save(path)
+        build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None, decoder_filters=train_mobilenet_unet.DECODER_WIDTHS,
+                             fuse_filters=train_mobilenet_unet.FUSE_WIDTHS).save(path)  # the script's decoder
     return path
 
 
