@@ -25,6 +25,13 @@ from errors import UserError, user_errors
 from rundir import RunDir
 
 EXTENDABLE = ("epochs", "fine_tune_epochs")
+# Options added after runs were saved, with the value that reproduces those runs: a config.json
+# without one of them is re-parsed with that value on --resume, not with today's default.
+BEFORE_THEY_EXISTED = {
+    "repeat": 1,  # one pass an epoch
+    "decoder_filters": (512, 256, 128, 64),  # pix2pix's widths (train_mobilenet_unet)
+    "fuse_filters": (0, 0, 0, 0),  # pix2pix's joins (train_mobilenet_unet)
+}
 GROUPS = ("data", "model", "optimization", "devices", "output")
 
 
@@ -253,7 +260,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
         raise UserError(f"--resume continues a run with its own settings; beside it only {allowed} may be given, "
                         f"not {', '.join(option_name(parser, dest) for dest in refused)}")
     saved = read_config(run_dir, args.script)
-    saved.setdefault("repeat", 1)  # runs saved before --repeat existed made one pass an epoch
+    for dest, value in BEFORE_THEY_EXISTED.items():
+        saved.setdefault(dest, value)
     argv_again = settings_to_argv(parser, saved)
     for dest in sorted(given & set(extendable)):
         argv_again += [option_name(parser, dest), str(getattr(args, dest))]
