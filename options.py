@@ -22,6 +22,7 @@ import inference
 import losses
 import recipe
 from errors import UserError, user_errors
+from models import mobilenet_unet
 from rundir import RunDir
 
 EXTENDABLE = ("epochs", "fine_tune_epochs")
@@ -29,8 +30,8 @@ EXTENDABLE = ("epochs", "fine_tune_epochs")
 # without one of them is re-parsed with that value on --resume, not with today's default.
 BEFORE_THEY_EXISTED = {
     "repeat": 1,  # one pass an epoch
-    "decoder_filters": (512, 256, 128, 64),  # pix2pix's widths (train_mobilenet_unet)
-    "fuse_filters": (0, 0, 0, 0),  # pix2pix's joins (train_mobilenet_unet)
+    "decoder_filters": mobilenet_unet.DECODER_FILTERS,  # pix2pix's decoder, the library's default
+    "fuse_filters": mobilenet_unet.FUSE_FILTERS,
 }
 GROUPS = ("data", "model", "optimization", "devices", "output")
 
