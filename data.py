@@ -56,6 +56,9 @@ VOC_IGNORE = 255
 # In the pipeline's masks, a pixel whose stored value is the ignore label carries this label;
 # the losses and metrics leave it out (their ignore_class), and sample weights give it 0.
 IGNORED = 255
+# --outline-weight's outline: pixels within this many pixels of a pixel of another class, at
+# the size the model sees (a 5x5 window at 2).
+OUTLINE_REACH = 2
 
 
 class DataWarning(UserWarning):
@@ -201,22 +204,23 @@ def build_dataset(
     batch_size: int = 64,
     training: bool = False,
     class_weights: Sequence[float] | str | None = None,
+    outline_weight: float = 1.0,
     seed: int | None = None,
     augmentations: Sequence[str] = augment.DEFAULT,
     shuffle_buffer: int = 1000,
     repeat: int = 1,
     crop: int | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (images, masks) or, with class weights, (images, masks, sample_weights).
+    """Batches of (images, masks) or, with pixel weights, (images, masks, sample_weights).
 
     images: float32 (B, S, S, 3) in [0, 1]; masks: int32 (B, S, S, 1) in [0, num_classes);
-    sample_weights: float32 (B, S, S, 1), the class weight of each pixel's true class.
+    sample_weights: float32 (B, S, S, 1), as `pixel_weights` gives them.
     `class_weights="balanced"` weighs classes by inverse frequency in the *training* masks.
     """
     weights = None if class_weights is None else resolve_class_weights(class_weights, source, options)
     return batches(load_split(source, split, options), batch_size=batch_size, training=training,
-                   class_weights=weights, seed=seed, augmentations=augmentations, shuffle_buffer=shuffle_buffer,
-                   repeat=repeat, crop=crop)
+                   class_weights=weights, outline_weight=outline_weight, seed=seed, augmentations=augmentations,
+                   shuffle_buffer=shuffle_buffer, repeat=repeat, crop=crop)
 
 
 def batches(
@@ -225,6 +229,7 @@ def batches(
     batch_size: int = 64,
     training: bool = False,
     class_weights: Sequence[float] | None = None,
+    outline_weight: float = 1.0,
     seed: int | None = None,
     augmentations: Sequence[str] = augment.DEFAULT,
     shuffle_buffer: int = 1000,
@@ -237,9 +242,10 @@ def batches(
     may come twice in a batch, each time augmented on its own. `crop`: training batches are
     random `crop` x `crop` windows of the examples (augment.py), evaluation batches whole.
 
-    Evaluation batches (training=False) are never augmented. Sample weights are looked up
-    from the (augmented) masks, so they always match them pixel for pixel; ignored pixels
-    (label IGNORED) get weight 0.
+    Evaluation batches (training=False) are never augmented. Sample weights (with class
+    weights, or an outline weight other than 1) are computed from the (augmented) masks, so
+    they always match them pixel for pixel, crops and flips included; ignored pixels (label
+    IGNORED) get weight 0.
     """
     _check_positive("batch_size", batch_size)
     ds = split.examples
@@ -256,16 +262,45 @@ def batches(
     if training:
         ds = augment.augment_batches(ds, tuple(augmentations), seed, crop)
     ds = ds.map(_normalize, num_parallel_calls=tf.data.AUTOTUNE)
-    if class_weights is not None:
-        ds = ds.map(lambda images, masks: (images, masks, pixel_weights(masks, class_weights)),
+    if weighs_pixels(class_weights, outline_weight):
+        ds = ds.map(lambda images, masks: (images, masks, pixel_weights(masks, class_weights, outline_weight)),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return without_autotuning(ds.prefetch(tf.data.AUTOTUNE))
 
 
-def pixel_weights(masks: tf.Tensor | np.ndarray, class_weights: Sequence[float]) -> tf.Tensor:
-    """float32 weights of the masks' shape: each pixel's true class's weight, 0 where it is IGNORED."""
-    weights = tf.gather(tf.constant(class_weights, tf.float32), tf.minimum(masks, len(class_weights) - 1))
+def weighs_pixels(class_weights: Sequence[float] | None, outline_weight: float = 1.0) -> bool:
+    """Whether batches carry sample weights: with class weights, or an outline that counts differently."""
+    return class_weights is not None or outline_weight != 1.0
+
+
+def pixel_weights(masks: tf.Tensor | np.ndarray, class_weights: Sequence[float] | None = None,
+                  outline_weight: float = 1.0) -> tf.Tensor:
+    """float32 weights of the masks' shape (B, H, W, 1): each pixel's true class's weight (1 without
+    class weights), times `outline_weight` on the outline (`outline_pixels`); 0 where it is IGNORED."""
+    masks = tf.convert_to_tensor(masks)
+    if class_weights is None:
+        weights = tf.ones(tf.shape(masks), tf.float32)
+    else:
+        weights = tf.gather(tf.constant(class_weights, tf.float32), tf.minimum(masks, len(class_weights) - 1))
+    if outline_weight != 1.0:
+        weights = tf.where(outline_pixels(masks), weights * outline_weight, weights)
     return tf.where(tf.equal(masks, IGNORED), 0.0, weights)
+
+
+def outline_pixels(masks: tf.Tensor | np.ndarray, reach: int = OUTLINE_REACH) -> tf.Tensor:
+    """bool, the masks' shape (B, H, W, 1): pixels with a pixel of another label within `reach`
+    pixels (a square window); the image's edge is no outline.
+
+    --outline-weight's pixels. Most of a trained model's errors lie along the objects'
+    outlines (BENCHMARKS.md, "Where the errors are"); no Keras loss or tf.image function marks
+    them, and a window's maximum and minimum label (two max-pools) differ exactly there. An
+    ignored region's edge counts as an outline too; its own pixels get weight 0 anyway.
+    """
+    labels = tf.cast(masks, tf.float32)
+    window = 2 * reach + 1
+    highest = tf.nn.max_pool2d(labels, window, 1, "SAME")
+    lowest = -tf.nn.max_pool2d(-labels, window, 1, "SAME")
+    return tf.not_equal(highest, lowest)
 
 
 def without_autotuning(ds: tf.data.Dataset) -> tf.data.Dataset:

@@ -32,6 +32,7 @@ BEFORE_THEY_EXISTED = {
     "repeat": 1,  # one pass an epoch
     "decoder_filters": mobilenet_unet.DECODER_FILTERS,  # pix2pix's decoder, the library's default
     "fuse_filters": mobilenet_unet.FUSE_FILTERS,
+    "outline_weight": 1.0,  # every pixel alike
 }
 GROUPS = ("data", "model", "optimization", "devices", "output")
 
@@ -95,6 +96,10 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
     add("--class-weights", default=None,
         help="per-class weights as '2,2,1', or 'balanced' (inverse class frequency in the training "
         "masks); applied as a per-pixel sample-weight map")
+    add("--outline-weight", type=float, default=recipe.DEFAULT_OUTLINE_WEIGHT, metavar="W", help=(
+        f"weight in the loss of the pixels within {data.OUTLINE_REACH} px of another class in the "
+        "(augmented) training masks, where most errors are; 1: every pixel alike. Multiplies "
+        "--class-weights"))
     add("--seed", type=int, default=None, help="seed for weights, shuffling and augmentation; none: a new draw each run")
     add("--deterministic", action="store_true", help=(
         "TensorFlow's op determinism (with --seed): two runs on the same machine give identical history.csv; "
@@ -342,7 +347,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.crop is not None and args.crop > args.image_size:
         raise UserError(f"--crop {args.crop} is larger than --image-size {args.image_size}: a training window "
                         "is a part of the resized photo")
-    for name in ("learning_rate",):
+    for name in ("learning_rate", "outline_weight"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("weight_decay", "warmup_epochs"):

@@ -243,10 +243,11 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         test_split = data.load_split(args.data, "test", options)
     passes = training_passes(args.repeat, train_split.count, args.batch_size)
     train_ds = _distributable(data.batches(train_split, batch_size=args.batch_size, training=True,
-                                           class_weights=weights, seed=args.seed, augmentations=args.augment,
-                                           repeat=passes, crop=args.crop))
+                                           class_weights=weights, outline_weight=args.outline_weight,
+                                           seed=args.seed, augmentations=args.augment, repeat=passes, crop=args.crop))
     val_split = data.spread_subset(test_split, validation_count(args.val_examples, train_split.count, test_split.count))
-    val_ds = _distributable(data.batches(val_split, batch_size=args.batch_size, class_weights=weights))
+    val_ds = _distributable(data.batches(val_split, batch_size=args.batch_size, class_weights=weights,
+                                         outline_weight=args.outline_weight))
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
     steps_per_epoch = math.ceil(train_split.count * passes / args.batch_size)
     print(f"{train_split.count} training and {test_split.count} test examples ({val_split.count} scored after "
@@ -290,7 +291,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         with user_errors(f"--data {args.data}"):
             count, test_photos = data.photos(args.data, "test", options)
             judged = evaluation.evaluate(with_test_time_augmentation(predictor, args.tta), test_photos, names,
-                                         count=count, loss=compiled_loss(model, weights), show_progress=verbose == 1)
+                                         count=count, loss=compiled_loss(model, weights, args.outline_weight),
+                                         show_progress=verbose == 1)
         figures = judged.figures()
         write_json(run.path / "metrics.json", run_metrics(args, model, judged.loss, figures, run,
                                                           time.perf_counter() - started, val_split.count, passes))
@@ -312,7 +314,8 @@ def train_on_windows(model: keras.Model, crop: int) -> None:
     sizes.accept_any_size(model)
 
 
-def compiled_loss(model: keras.Model, class_weights: Sequence[float] | None) -> Callable[[np.ndarray, np.ndarray], float]:
+def compiled_loss(model: keras.Model, class_weights: Sequence[float] | None,
+                  outline_weight: float = 1.0) -> Callable[[np.ndarray, np.ndarray], float]:
     """The compiled loss of a batch, from model-size masks (-1 where ignored) and logits, as fit computes it.
 
     The end of a run judges the test split in one pass over its photos (evaluation.evaluate),
@@ -322,7 +325,8 @@ def compiled_loss(model: keras.Model, class_weights: Sequence[float] | None) -> 
     """
     def loss(truth: np.ndarray, logits: np.ndarray) -> float:
         labels = np.where(truth < 0, data.IGNORED, truth).astype(np.int32)[..., None]
-        weights = None if class_weights is None else data.pixel_weights(labels, class_weights)
+        weights = (data.pixel_weights(labels, class_weights, outline_weight)
+                   if data.weighs_pixels(class_weights, outline_weight) else None)
         return float(keras.ops.convert_to_numpy(model.loss(labels, logits, sample_weight=weights)))
 
     return loss
@@ -440,6 +444,7 @@ def recipe_summary(args: argparse.Namespace, passes: int) -> dict:
         "batch_size": args.batch_size,
         "repeat": passes,
         "bn_momentum": args.bn_momentum,
+        "outline_weight": args.outline_weight,
         "augment": list(args.augment),
         "crop": args.crop,
         "epochs": args.epochs,
