@@ -33,6 +33,18 @@ def uniform_neighbourhood(mask):
     return same
 
 
+def near_another_class(mask, reach=data.OUTLINE_REACH):
+    """Pixels with a pixel of another class within `reach` rows and columns, inside the image, by brute force."""
+    height, width = mask.shape[-2:]
+    near = np.zeros(mask.shape, bool)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            rows, cols = slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx))
+            moved = (slice(max(0, dy), height - max(0, -dy)), slice(max(0, dx), width - max(0, -dx)))
+            near[..., rows, cols] |= mask[..., rows, cols] != mask[(..., *moved)]
+    return near
+
+
 @pytest.mark.parametrize("names, crop", [(("flip",), None), (("scale",), None), (("flip", "scale"), None),
                                          (("flip", "scale", "color"), None), ((), 24), (("flip", "scale"), 16)])
 def test_image_mask_and_weights_stay_aligned(monkeypatch, names, crop):
@@ -40,13 +52,16 @@ def test_image_mask_and_weights_stay_aligned(monkeypatch, names, crop):
     monkeypatch.setattr(data, "_synthetic_split",
                         lambda split, size, limit: data.Split(tf.data.Dataset.from_tensor_slices((images, masks)), 16))
     ds = data.build_dataset("synthetic", "train", data.DataOptions(image_size=32), batch_size=16, training=True,
-                            seed=3, class_weights=[3.0, 0.5, 1.0], augmentations=names, crop=crop)
+                            seed=3, class_weights=[3.0, 0.5, 1.0], outline_weight=2.0, augmentations=names, crop=crop)
     x, y, w = [t.numpy() for t in next(iter(ds))]
     side = crop or 32
     assert x.shape == (16, side, side, 3) and y.shape == w.shape == (16, side, side, 1)
     y, w = y[..., 0], w[..., 0]
     assert set(np.unique(y)) <= {0, 1, 2}  # nearest neighbour: no label between two classes
-    np.testing.assert_array_equal(w, np.array([3.0, 0.5, 1.0], np.float32)[y])  # weights follow the mask
+    outline = near_another_class(y)
+    assert 0.05 < outline.mean() < 0.6
+    # the weights follow the augmented mask: its class's weight, doubled along its outline
+    np.testing.assert_array_equal(w, np.array([3.0, 0.5, 1.0], np.float32)[y] * np.where(outline, 2.0, 1.0))
     inner = uniform_neighbourhood(y)
     assert inner.mean() > 0.5
     if "color" in names:  # jitter moves values; the class order of the red channel survives

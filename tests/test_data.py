@@ -230,6 +230,31 @@ def test_sample_weights_equal_class_weights_at_each_pixel():
     np.testing.assert_array_equal(weights, np.array([2.0, 2.0, 1.0], np.float32)[masks])
 
 
+def test_outline_weights_lie_within_two_pixels_of_another_class():
+    mask = np.zeros((1, 6, 9, 1), np.int32)
+    mask[0, :, 4:] = 1  # a change of class between columns 3 and 4
+    mask[0, 0, 0] = data.IGNORED
+    weights = data.pixel_weights(mask, outline_weight=3.0).numpy()[0, ..., 0]
+    assert weights.shape == (6, 9) and weights.dtype == np.float32
+    expected = np.ones((6, 9), np.float32)
+    expected[:, 2:6] = 3.0  # columns 2, 3 | 4, 5: two pixels either side; the photo's edges are no outline
+    expected[:3, :3] = 3.0  # near the ignored pixel too: its edge is an outline
+    expected[0, 0] = 0.0  # ignored pixels count nowhere
+    np.testing.assert_array_equal(weights, expected)
+    with_classes = data.pixel_weights(mask, [2.0, 0.5], outline_weight=3.0).numpy()[0, ..., 0]
+    np.testing.assert_array_equal(with_classes, expected * np.where(mask[0, ..., 0] == 0, 2.0, 0.5))
+    np.testing.assert_array_equal(data.pixel_weights(mask).numpy()[0, ..., 0], np.where(expected == 0, 0.0, 1.0))
+
+
+def test_batches_carry_weights_only_when_some_pixels_count_differently():
+    source, options = "synthetic", data.DataOptions(image_size=32, limit=4)
+    assert len(first_batch(data.build_dataset(source, "test", options, batch_size=4))) == 2
+    assert len(first_batch(data.build_dataset(source, "test", options, batch_size=4, outline_weight=1.0))) == 2
+    images, masks, weights = first_batch(data.build_dataset(source, "test", options, batch_size=4, outline_weight=4.0))
+    assert set(np.unique(weights)) == {1.0, 4.0}
+    np.testing.assert_array_equal(weights, data.pixel_weights(masks, outline_weight=4.0).numpy())
+
+
 def test_balanced_weights_are_inverse_class_frequency():
     masks = np.concatenate([m.numpy() for _, m in data.load_examples("synthetic", "train", data.DataOptions(image_size=32, limit=16))])
     counts = np.bincount(masks.ravel(), minlength=3)

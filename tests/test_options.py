@@ -61,6 +61,15 @@ def test_resume_of_a_run_saved_before_the_decoder_options_keeps_its_decoder(tmp_
     assert resumed.decoder_filters == (512, 256, 128, 64) and resumed.fuse_filters == (0, 0, 0, 0)
 
 
+def test_resume_of_a_run_saved_before_the_outline_weight_weighs_every_pixel_alike(tmp_path):
+    run = saved_run(tmp_path / "run", outline_weight=3.0)
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).outline_weight == 3.0
+    config = json.loads((run / "config.json").read_text())
+    del config["outline_weight"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).outline_weight == 1.0
+
+
 def test_resume_keeps_an_empty_augmentation_list(tmp_path):
     run = saved_run(tmp_path / "run", augment="none")
     assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).augment == ()
@@ -109,6 +118,7 @@ def test_given_options_sees_only_what_was_typed():
     ("--weight-decay", "-1", "--weight-decay must be 0 or more, got -1.0"),
     ("--warmup-epochs", "-0.5", "--warmup-epochs must be 0 or more, got -0.5"),
     ("--bn-momentum", "1", "--bn-momentum must be in [0, 1), got 1.0"),
+    ("--outline-weight", "0", "--outline-weight must be positive, got 0.0"),
     ("--holdout-fraction", "1.5", "holdout_fraction must be between 0 and 1, got 1.5"),
 ])
 def test_recipe_numbers_are_checked(option, value, message):

@@ -234,21 +234,29 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     assert metrics["test"]["original_size"]["mean_iou"] == pytest.approx(figures["original_size"]["mean_iou"], abs=1e-6)
 
 
-def test_class_weights_change_the_loss(tmp_path):
+def test_class_and_outline_weights_change_the_loss(tmp_path):
     losses = {}
-    for name, extra in (("plain", []), ("weighted", ["--class-weights", "5,5,0.1"])):
+    runs = {"plain": ([], dict(class_weights=None, outline_weight=1.0)),
+            "classes": (["--class-weights", "5,5,0.1"], dict(class_weights="5,5,0.1", outline_weight=1.0)),
+            "outline": (["--outline-weight", "3"], dict(class_weights=None, outline_weight=3.0))}
+    for name, (extra, settings) in runs.items():
         run = tmp_path / name
         assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--tta", "none", "--output", str(run)]
                                + extra) == 0
         losses[name] = float(read_history(run)[0]["loss"])
-        assert json.loads((run / "config.json").read_text())["class_weights"] == (extra[1] if extra else None)
-    assert losses["weighted"] != pytest.approx(losses["plain"], rel=0.05)
-    # the weighted run's test loss is Keras' evaluate of its model on the weighted test batches
-    weighted = keras.models.load_model(tmp_path / "weighted" / "last.keras").evaluate(data.build_dataset(
-        "synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8, class_weights=[5, 5, 0.1]),
-        return_dict=True, verbose=0)
-    metrics = json.loads((tmp_path / "weighted" / "metrics.json").read_text())
-    assert metrics["test"]["loss"] == pytest.approx(weighted["loss"], abs=1e-5)
+        config = json.loads((run / "config.json").read_text())
+        assert {key: config[key] for key in settings} == settings
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["recipe"]["outline_weight"] == settings["outline_weight"]
+        if name == "plain":
+            continue
+        assert losses[name] != pytest.approx(losses["plain"], rel=0.05)
+        # the run's test loss is Keras' evaluate of its model on the test batches weighted the same way
+        weights = [5, 5, 0.1] if settings["class_weights"] else None
+        evaluated = keras.models.load_model(run / "last.keras").evaluate(data.build_dataset(
+            "synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8, class_weights=weights,
+            outline_weight=settings["outline_weight"]), return_dict=True, verbose=0)
+        assert metrics["test"]["loss"] == pytest.approx(evaluated["loss"], abs=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["dice", "focal", "sce+dice"])
