@@ -23,7 +23,7 @@ DEFAULT_WEIGHT_DECAY = 1e-4
 DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_BN_MOMENTUM = 0.9
-DEFAULT_OUTLINE_WEIGHT = 1.0
+DEFAULT_OUTLINE_WEIGHT = 3.0  # the outline's pixels (data.outline_pixels) in the loss
 
 
 def create_schedule(

@@ -68,7 +68,7 @@ VARIANTS = {  # each undoes one part of the default recipe
     "defaults, batch 64 (the tutorial's)": ["--batch-size", "64"],
     "defaults, constant Adam (no AdamW, cosine, warm-up)": ["--optimizer", "adam", "--schedule", "constant",
                                                             "--warmup-epochs", "0"],
-    "defaults, outline weighted 3 in the loss": ["--outline-weight", "3"],
+    "defaults, every pixel alike (outline weight 1)": ["--outline-weight", "1"],
 }
 VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other model's recipe does
     "mobilenet": {"defaults + scale and colour augmentation": ["--augment", "flip,scale,color"],

@@ -236,9 +236,10 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
 
 def test_class_and_outline_weights_change_the_loss(tmp_path):
     losses = {}
-    runs = {"plain": ([], dict(class_weights=None, outline_weight=1.0)),
-            "classes": (["--class-weights", "5,5,0.1"], dict(class_weights="5,5,0.1", outline_weight=1.0)),
-            "outline": (["--outline-weight", "3"], dict(class_weights=None, outline_weight=3.0))}
+    runs = {"plain": (["--outline-weight", "1"], dict(class_weights=None, outline_weight=1.0)),
+            "classes": (["--class-weights", "5,5,0.1", "--outline-weight", "1"],
+                        dict(class_weights="5,5,0.1", outline_weight=1.0)),
+            "outline": ([], dict(class_weights=None, outline_weight=3.0))}  # the default
     for name, (extra, settings) in runs.items():
         run = tmp_path / name
         assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--tta", "none", "--output", str(run)]
