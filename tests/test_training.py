@@ -71,10 +71,12 @@ def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     # two passes over the 16 training examples in batches of 8: 4 steps in the epoch
     assert int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy()) == 4
     assert metrics["recipe"]["repeat"] == 2
-    # the test figures come from one pass over the photos; Keras' evaluate of the saved model agrees
+    # the test figures come from one pass over the photos; Keras' evaluate of the saved model, on
+    # batches weighted as the loss weighs them (the outline 3, the default), agrees
+    assert metrics["recipe"]["outline_weight"] == 3.0
     keras_figures = keras.models.load_model(run / "last.keras").evaluate(
-        data.build_dataset("synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8),
-        return_dict=True, verbose=0)
+        data.build_dataset("synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8,
+                           outline_weight=3.0), return_dict=True, verbose=0)
     for name in ("loss", "accuracy", "mean_iou"):
         assert metrics["test"][name] == pytest.approx(keras_figures[name], abs=1e-5)
     assert metrics["test"]["iou_per_class"]["pet"] == pytest.approx(keras_figures["iou_pet"], abs=1e-5)
