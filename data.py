@@ -293,7 +293,7 @@ def outline_pixels(masks: tf.Tensor | np.ndarray, reach: int = OUTLINE_REACH) ->
 
     --outline-weight's pixels. Most of a trained model's errors lie along the objects'
     outlines (BENCHMARKS.md, "Where the errors are"); no Keras loss or tf.image function marks
-    them, and a window's maximum and minimum label (two max-pools) differ exactly there. An
+    them, and a window's highest and lowest label (max-pools) differ exactly there. An
     ignored region's edge counts as an outline too; its own pixels get weight 0 anyway.
     """
     window = 2 * reach + 1
