@@ -24,8 +24,36 @@ def photo_folder(root: Path, count: int, *, split: str = "test") -> Path:
 def machine() -> str:
     import tensorflow as tf
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}, TensorFlow {tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
+    return (f"{cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+            f"GPUs: {len(tf.config.list_physical_devices('GPU'))}")
+
+
+VECTOR_UNITS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
+
+
+def cpu(cpuinfo: str | None = None) -> str:
+    """The processor's model and its widest vector unit, as in "AMD EPYC (AVX, no AVX2)".
+
+    TensorFlow's CPU kernels are chosen by the vector unit at run time, so the same benchmark
+    took several times as long on a 2-core machine without AVX-512 as on one with it
+    (BENCHMARKS.md, section 1): a table's times mean little without it. `cpuinfo` is the text
+    of /proc/cpuinfo (read when None); elsewhere than Linux, Python's own description.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    widest = [(index, name) for index, (flag, name) in enumerate(VECTOR_UNITS) if flag in flags]
+    if not widest:
+        return model
+    index, name = widest[0]
+    wider = VECTOR_UNITS[index - 1][1] if index > 0 else None
+    return f"{model} ({name}" + (f", no {wider})" if wider else ")")
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
