@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: import path, a synthetic photo folder, a table printer."""
+"""Helpers the benchmarks share: import path, the machine's description, a synthetic photo folder, a table printer."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ VECTOR_UNITS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4
 
 
 def cpu(cpuinfo: str | None = None) -> str:
-    """The processor's model and its widest vector unit, as in "AMD EPYC (AVX, no AVX2)".
+    """The processor's model and its widest vector unit, as in "AMD EPYC (AVX2, no AVX-512)".
 
     TensorFlow's CPU kernels are chosen by the vector unit at run time, so the same benchmark
     took several times as long on a 2-core machine without AVX-512 as on one with it
