@@ -44,16 +44,14 @@ def cpu(cpuinfo: str | None = None) -> str:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    fields = {key.strip(): value.strip() for key, _, value in
+              (line.partition(":") for line in cpuinfo.splitlines()) if value}
     model = fields.get("model name") or platform.processor() or platform.machine()
     flags = set(fields.get("flags", "").split())
-    widest = [(index, name) for index, (flag, name) in enumerate(VECTOR_UNITS) if flag in flags]
-    if not widest:
-        return model
-    index, name = widest[0]
-    wider = VECTOR_UNITS[index - 1][1] if index > 0 else None
-    return f"{model} ({name}" + (f", no {wider})" if wider else ")")
+    for index, (flag, name) in enumerate(VECTOR_UNITS):
+        if flag in flags:
+            return f"{model} ({name}, no {VECTOR_UNITS[index - 1][1]})" if index else f"{model} ({name})"
+    return model
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
