@@ -12,6 +12,7 @@ The defaults are the best measured on real photos (see BENCHMARKS.md, bench/qual
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 OPTIMIZERS = ("adamw", "adam")
@@ -52,10 +53,45 @@ def create_optimizer(
 ) -> keras.optimizers.Optimizer:
     """AdamW (decoupled weight decay) or the tutorial's Adam; weight decay applies to AdamW only."""
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        return with_one_learning_rate_a_step(keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay))
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+
+
+def with_one_learning_rate_a_step(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Makes `optimizer`'s weight decay read the learning rate once a step instead of once a variable.
+
+    Keras 3.15's TensorFlow backend asks for the learning rate inside the weight decay of each
+    variable, so a schedule is built into the train step once per trainable variable. The
+    warm-up's `cond` makes each copy costly to trace: 2.7 s of the U-Net's 6.8 s first step,
+    and about 4 s more when a MobileNetV2 U-Net starts fine-tuning (BENCHMARKS.md, section 2).
+    This does what Keras does (variable -= variable * weight_decay * learning_rate, through the
+    strategy's `update` so that mirrored copies stay equal) with one reading of the schedule.
+    Only this instance changes: the class and its saved config stay Keras' own, so saved
+    models load in plain Keras. tests/test_recipe.py checks the updates equal Keras' own.
+    """
+    if optimizer.weight_decay is None:
+        return optimizer
+
+    def apply_weight_decay(variables):
+        def decay_all(strategy, variables):
+            learning_rate = optimizer.learning_rate  # the one reading of the schedule
+
+            def decay(variable):
+                if optimizer._use_weight_decay(variable):
+                    rate = tf.cast(optimizer.weight_decay, variable.dtype) * tf.cast(learning_rate, variable.dtype)
+                    variable.assign_sub(variable * rate)
+
+            for variable in variables:
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value  # the tf.Variable the strategy updates
+                strategy.extended.update(variable, decay, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(decay_all, optimizer._distribution_strategy, variables)
+
+    optimizer._apply_weight_decay = apply_weight_decay
+    return optimizer
 
 
 def configure_batchnorm(model: keras.Model, momentum: float, synchronized: bool = False) -> int:

@@ -11,9 +11,10 @@ Images per second are the median of timed steps after warm-up, at 128x128.
 A second table times whole runs: train_unet.py against the tutorial's way (its pipeline,
 compile and model.fit, validating each epoch) for the same steps on the synthetic set, each
 in a fresh process, start-up included; a third, what each of the run folder's per-epoch
-writes costs for each model.
+writes costs for each model; a fourth, the first step of each phase (the train step's trace)
+with the recipe's AdamW against Keras' own, which reads the schedule once per variable.
 
-    python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3]
+    python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3] [--tables throughput,whole,writes,first]
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+import recipe  # noqa: E402
 import train_mobilenet_unet  # noqa: E402
 import train_unet  # noqa: E402
 import training  # noqa: E402
 from models import build_mobilenet_unet, build_unet  # noqa: E402
+from models.mobilenet_unet import set_encoder_trainable  # noqa: E402
+
+TABLES = ("throughput", "whole", "writes", "first")
 
 
 def images_per_second(model, x, y, steps: int, warmup: int) -> float:
@@ -47,6 +52,34 @@ def images_per_second(model, x, y, steps: int, warmup: int) -> float:
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - started)
     return len(x) / statistics.median(times)
+
+
+def throughput(args: argparse.Namespace) -> None:
+    """Images a second of the project's compile against the tutorial's, same architecture, batch sizes apart."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 128, 128, 3)).astype(np.float32)
+    y = rng.integers(0, 3, (64, 128, 128, 1)).astype(np.int32)
+    rows = []
+    for name, module, build in (("U-Net", train_unet, lambda: build_unet((128, 128, 3), 3)),
+                                ("MobileNetV2 U-Net", train_mobilenet_unet,
+                                 lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None))):
+        tutorial = build()
+        tutorial.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                         metrics=["accuracy"])
+        baseline = images_per_second(tutorial, x, y, args.steps, args.warmup)
+        rows.append([name, f"tutorial compile (jit_compile='auto' resolved to {tutorial.jit_compile})", baseline, 1.0])
+        default_batch = module.build_parser().parse_args([]).batch_size
+        for label, jit, batch in (("project compile, batch 64", "auto", 64),
+                                  (f"project compile, batch {default_batch} (the default)", "auto", default_batch),
+                                  ("project compile, batch 64, --jit-compile on", "on", 64)):
+            project = build()
+            options = module.build_parser().parse_args(["--data", "synthetic", "--jit-compile", jit])
+            training.compile_phase(project, options, options.learning_rate, phase_steps=1000, steps_per_epoch=15,
+                                   class_names=data.OXFORD_CLASS_NAMES)
+            ours = images_per_second(project, x[:batch], y[:batch], args.steps * 64 // batch, args.warmup)
+            rows.append([name, label, ours, ours / baseline])
+    print_table("Training throughput, 128x128", ["model", "setting", "images/s", "ratio"], rows)
+
 
 
 TUTORIAL_RUN = """
@@ -136,42 +169,78 @@ def per_epoch_costs() -> list[list]:
     return rows
 
 
+def first_steps(repeats: int) -> list[list]:
+    """Seconds of a phase's first step (tracing included) and of a later one, for Keras' AdamW and the recipe's.
+
+    Each phase is compiled as training.compile_phase does at the scripts' defaults (batch 16 at
+    128 px); Keras' own AdamW is the same compile with the optimizer left as Keras makes it.
+    The two alternate, each in a fresh model, `repeats` times; medians.
+    """
+    def mobilenet(fine_tuning: bool):
+        model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
+                                     decoder_filters=train_mobilenet_unet.DECODER_WIDTHS,
+                                     fuse_filters=train_mobilenet_unet.FUSE_WIDTHS)
+        if fine_tuning:
+            set_encoder_trainable(model, True, from_layer=train_mobilenet_unet.FINE_TUNE_FROM)
+        return model
+
+    phases = (("U-Net", train_unet, lambda: build_unet((128, 128, 3), 3)),
+              ("MobileNetV2 U-Net, frozen encoder", train_mobilenet_unet, lambda: mobilenet(False)),
+              ("MobileNetV2 U-Net, fine-tuning", train_mobilenet_unet, lambda: mobilenet(True)))
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 128, 128, 3)).astype(np.float32)
+    y = rng.integers(0, 3, (16, 128, 128, 1)).astype(np.int32)
+    keep = recipe.with_one_learning_rate_a_step
+    rows = []
+    for name, module, build in phases:
+        times = {"Keras' AdamW": ([], []), "recipe's AdamW": ([], [])}
+        for _ in range(repeats):
+            for optimizer, (firsts, laters) in times.items():
+                recipe.with_one_learning_rate_a_step = keep if optimizer.startswith("recipe") else (lambda o: o)
+                try:
+                    model = build()
+                    options = module.build_parser().parse_args(["--data", "synthetic"])
+                    training.compile_phase(model, options, options.learning_rate, phase_steps=1000,
+                                           steps_per_epoch=15, class_names=data.OXFORD_CLASS_NAMES)
+                finally:
+                    recipe.with_one_learning_rate_a_step = keep
+                for times_of_step in (firsts, laters, laters):
+                    started = time.perf_counter()
+                    model.train_on_batch(x, y)
+                    times_of_step.append(time.perf_counter() - started)
+        variables = len(model.trainable_variables)
+        for optimizer, (firsts, laters) in times.items():
+            rows.append([f"{name} ({variables} variables)", optimizer, f"{statistics.median(firsts):.2f}",
+                         f"{statistics.median(laters):.2f}"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (default: 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="whole runs of each kind (default: 3)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of each whole run (default: 2)")
+    parser.add_argument("--tables", default=",".join(TABLES),
+                        help=f"which tables, comma-separated, of {', '.join(TABLES)} (default: all)")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    x = rng.random((64, 128, 128, 3)).astype(np.float32)
-    y = rng.integers(0, 3, (64, 128, 128, 1)).astype(np.int32)
-    rows = []
-    for name, module, build in (("U-Net", train_unet, lambda: build_unet((128, 128, 3), 3)),
-                                ("MobileNetV2 U-Net", train_mobilenet_unet,
-                                 lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None))):
-        tutorial = build()
-        tutorial.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                         metrics=["accuracy"])
-        baseline = images_per_second(tutorial, x, y, args.steps, args.warmup)
-        rows.append([name, f"tutorial compile (jit_compile='auto' resolved to {tutorial.jit_compile})", baseline, 1.0])
-        default_batch = module.build_parser().parse_args([]).batch_size
-        for label, jit, batch in (("project compile, batch 64", "auto", 64),
-                                  (f"project compile, batch {default_batch} (the default)", "auto", default_batch),
-                                  ("project compile, batch 64, --jit-compile on", "on", 64)):
-            project = build()
-            options = module.build_parser().parse_args(["--data", "synthetic", "--jit-compile", jit])
-            training.compile_phase(project, options, options.learning_rate, phase_steps=1000, steps_per_epoch=15,
-                                   class_names=data.OXFORD_CLASS_NAMES)
-            ours = images_per_second(project, x[:batch], y[:batch], args.steps * 64 // batch, args.warmup)
-            rows.append([name, label, ours, ours / baseline])
+    tables = args.tables.split(",")
+    if unknown := set(tables) - set(TABLES):
+        parser.error(f"--tables: unknown {', '.join(sorted(unknown))}; use {', '.join(TABLES)}")
     print(f"\nmachine: {machine()}")
-    print_table("Training throughput, 128x128", ["model", "setting", "images/s", "ratio"], rows)
-    print_table(f"Whole runs, 6-level U-Net, synthetic set (512 training, 128 test images), {args.epochs} epochs, "
-                f"batch 32, 128 px, median of {args.repeats}",
-                ["run", "seconds", "all runs", "ratio"], whole_runs(args.epochs, args.repeats))
-    print_table("The run folder's writes after an epoch at 128 px, seconds, median of 3",
-                ["write", "U-Net", "MobileNetV2 U-Net"], per_epoch_costs())
+    if "throughput" in tables:
+        throughput(args)
+    if "whole" in tables:
+        print_table(f"Whole runs, 6-level U-Net, synthetic set (512 training, 128 test images), {args.epochs} epochs, "
+                    f"batch 32, 128 px, median of {args.repeats}",
+                    ["run", "seconds", "all runs", "ratio"], whole_runs(args.epochs, args.repeats))
+    if "writes" in tables:
+        print_table("The run folder's writes after an epoch at 128 px, seconds, median of 3",
+                    ["write", "U-Net", "MobileNetV2 U-Net"], per_epoch_costs())
+    if "first" in tables:
+        print_table(f"A phase's first train step (trace included) and a later one, batch 16 at 128 px, seconds, "
+                    f"median of {args.repeats}", ["phase", "optimizer", "first step", "later step"],
+                    first_steps(args.repeats))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """recipe.py: the schedule's values, the optimizer of each choice, and continuing a phase on resume."""
 
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import recipe
 from models import build_unet
@@ -46,6 +50,68 @@ def test_optimizers():
     adamw = recipe.create_optimizer("adamw", 1e-3, weight_decay=1e-4)
     assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == pytest.approx(1e-4)
     assert type(recipe.create_optimizer("adam", 1e-3)) is keras.optimizers.Adam
+
+
+class CountingCosine(keras.optimizers.schedules.CosineDecay):
+    """The recipe's warm-up and cosine, counting how often the train step's trace reads it."""
+
+    readings = 0
+
+    def __call__(self, step):
+        CountingCosine.readings += 1
+        return super().__call__(step)
+
+
+def adamw_steps(optimizer, strategy, steps=5):
+    """`steps` AdamW steps of a small network (6 trainable variables) on one batch; the weights after them."""
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same"),
+                                  keras.layers.BatchNormalization(), keras.layers.Conv2D(3, 1)])
+        model.compile(optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.optimizer.build(model.trainable_variables)  # as training.compile_phase does: one trace
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, (4, 8, 8, 1))
+    model.fit(x, y, batch_size=4, epochs=steps, verbose=0, shuffle=False)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("strategy", ["one device", "mirrored"])
+def test_adamw_reads_the_schedule_once_a_step_and_updates_as_keras_does(strategy):
+    """The decay uses the learning rate once a trace, not once per variable, with Keras' own arithmetic."""
+    strategy = tf.distribute.get_strategy() if strategy == "one device" else tf.distribute.MirroredStrategy(["/cpu:0"])
+
+    def schedule():  # a warm-up over 2 steps, then the decay: the rate differs at every step
+        return CountingCosine(0.0, decay_steps=8, warmup_target=1e-2, warmup_steps=2)
+
+    keras.utils.set_random_seed(0)
+    CountingCosine.readings = 0
+    ours = adamw_steps(lambda: recipe.create_optimizer("adamw", schedule(), weight_decay=0.5), strategy)
+    # one reading for the decay, one for Adam's update, in the one trace of the train step
+    assert CountingCosine.readings == 2
+    keras.utils.set_random_seed(0)
+    CountingCosine.readings = 0
+    kept = adamw_steps(lambda: keras.optimizers.AdamW(schedule(), weight_decay=0.5), strategy)
+    assert CountingCosine.readings == 6 + 1  # Keras' own: once for each variable, once for Adam
+    assert len(ours) == len(kept)
+    for got, expected in zip(ours, kept):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    # the decay is strong enough here to show: without it the weights come out elsewhere
+    keras.utils.set_random_seed(0)
+    undecayed = adamw_steps(lambda: keras.optimizers.AdamW(schedule(), weight_decay=0.0), strategy)
+    assert max(np.abs(a - b).max() for a, b in zip(undecayed, kept)) > 1e-4
+
+
+def test_a_saved_adamw_is_keras_own(tmp_path):
+    """The one-reading decay changes the instance, not the class: saved models load in plain Keras."""
+    model = small_model()
+    train_steps(model, 2, recipe.create_schedule("cosine", 1e-2, total_steps=20, warmup_steps=4))
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        optimizer = json.loads(archive.read("config.json"))["compile_config"]["optimizer"]
+    assert (optimizer["module"], optimizer["class_name"]) == ("keras.optimizers", "AdamW")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer) is keras.optimizers.AdamW and int(loaded.optimizer.iterations.numpy()) == 2
 
 
 def test_batchnorm_momentum_reaches_trainable_layers_only():
