@@ -388,17 +388,18 @@ def test_user_errors_print_no_traceback_from_the_shell(tmp_path):
 
 # ---------------------------------------------------------------- learning
 
-# Measured with the command in this test (seed 0): test mean IoU 0.887 after 25 epochs of 16
-# steps; predicting "background" everywhere scores about 0.23. Validation figures swing for
-# the first ~200 steps while BatchNorm's moving averages catch up, hence 400 steps.
+# Measured with the command in this test: test mean IoU 0.869, 0.865 and 0.854 with seeds 0, 1
+# and 2 after 5 epochs of 32 steps (0.889 after 13); predicting "background" everywhere scores
+# about 0.23. At the recipe's BatchNorm momentum of 0.9 the moving averages have caught up with
+# the weights long before: validation scored 0.79 to 0.82 after epoch 2, 0.84 to 0.85 after 5.
 LEARNING_BAR = 0.75
 
 
 @pytest.mark.slow
 def test_small_unet_learns_the_synthetic_set(tmp_path):
-    """416 steps of a 4-level U-Net at 32x32: well past the BatchNorm warm-up."""
+    """160 steps of a 4-level U-Net at 32x32, in inference mode afterwards: BatchNorm's averages caught up."""
     run = tmp_path / "run"
-    argv = ["--data", "synthetic", "--image-size", "32", "--limit", "512", "--batch-size", "16", "--epochs", "13",
+    argv = ["--data", "synthetic", "--image-size", "32", "--limit", "512", "--batch-size", "16", "--epochs", "5",
             "--repeat", "1", "--val-examples", "32", "--filters", "16,32,64,128", "--seed", "0", "--output", str(run)]
     assert train_unet.main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())
