@@ -79,9 +79,10 @@ def with_one_learning_rate_a_step(optimizer: keras.optimizers.Optimizer) -> kera
             learning_rate = optimizer.learning_rate  # the one reading of the schedule
 
             def decay(variable):
-                if optimizer._use_weight_decay(variable):
-                    rate = tf.cast(optimizer.weight_decay, variable.dtype) * tf.cast(learning_rate, variable.dtype)
-                    variable.assign_sub(variable * rate)
+                if optimizer._use_weight_decay(variable):  # Keras' arithmetic, in Keras' order
+                    lr = tf.cast(learning_rate, variable.dtype)
+                    wd = tf.cast(optimizer.weight_decay, variable.dtype)
+                    variable.assign_sub(variable * wd * lr)
 
             for variable in variables:
                 if isinstance(variable, keras.Variable):
