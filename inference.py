@@ -17,7 +17,6 @@ them into messages.
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import warnings
@@ -32,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import losses  # noqa: F401  (registers the custom losses a saved model may name)
 from errors import first_line
+from models import sizes
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # large camera and scanner images are legitimate input
 WHOLE_IMAGE_PIXELS = 4_000_000  # up to this size, logits are resized in one TensorFlow op
@@ -170,7 +170,7 @@ def load_predictor(path: str | os.PathLike, size: int | None = None) -> Predicto
     """A `.keras` model, or a `.tflite` made by export.py, ready to predict.
 
     `size`: predict images resized to this side instead of the model's own (a .keras model
-    is rebuilt for it, see `at_input_size`; a .tflite model takes only its own).
+    is called at that size, see `keras_predictor`; a .tflite model takes only its own).
     """
     if Path(path).suffix.lower() == ".tflite":
         if not Path(path).is_file():
@@ -183,52 +183,7 @@ def load_predictor(path: str | os.PathLike, size: int | None = None) -> Predicto
             raise ValueError(f"{path} takes only the {predictor.size} px images it was exported for, not {size} px; "
                              "use the .keras model for another size")
         return predictor
-    model = load_keras_model(path)
-    return keras_predictor(model if size is None else at_input_size(model, size))
-
-
-def at_input_size(model: keras.Model, size: int) -> keras.Model:
-    """The model rebuilt for `size` x `size` images, with the same weights.
-
-    The models here are fully convolutional, so their weights serve any size their halvings
-    add back up from (a multiple of 32 for the MobileNetV2 U-Net, of 64 for the 6-level
-    U-Net). Keras fixes the size in the model's configuration, in its input and in those of
-    nested models (the pix2pix blocks), so the configuration is rewritten with every input
-    scaled by size / the model's size, and built again. Predicting photos at a larger size
-    than the training size scored higher on held-out photos (BENCHMARKS.md, section 1).
-    """
-    own = model.input_shape[1]
-    if size == own:
-        return model
-    if size < 1:
-        raise ValueError(f"an image size must be positive, got {size}")
-    config = copy.deepcopy(model.get_config())  # from_config consumes what it is given
-    _scale_inputs(config, own, size)
-    try:
-        resized = type(model).from_config(config)
-    except Exception as error:  # Keras reports impossible shapes as several exception types
-        raise ValueError(f"the model cannot take {size} px images ({first_line(error)})") from error
-    if tuple(resized.output_shape[1:3]) != (size, size):
-        raise ValueError(f"the model cannot take {size} px images: its halvings do not add back up to "
-                         f"{size} px (it would predict {resized.output_shape[1]} px)")
-    resized.set_weights(model.get_weights())
-    return resized
-
-
-def _scale_inputs(config, own: int, size: int) -> None:
-    if isinstance(config, dict):
-        if config.get("class_name") == "InputLayer":
-            shape = config["config"]["batch_shape"]
-            scaled = [side * size / own for side in shape[1:3]]
-            if any(side != int(side) for side in scaled):
-                raise ValueError(f"the model cannot take {size} px images: an inner input of {shape[1]} px would "
-                                 f"become {scaled[0]:g} px")
-            config["config"]["batch_shape"] = [shape[0], *map(int, scaled), *shape[3:]]
-        for value in config.values():
-            _scale_inputs(value, own, size)
-    elif isinstance(config, list):
-        for value in config:
-            _scale_inputs(value, own, size)
+    return keras_predictor(load_keras_model(path), size)
 
 
 def load_keras_model(path: str | os.PathLike) -> keras.Model:
@@ -242,10 +197,26 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
         raise ValueError(f"{path} cannot be loaded as a Keras model ({first_line(error)})") from error
 
 
-def keras_predictor(model: keras.Model) -> Predictor:
-    size = model.input_shape[1]
-    if size is None or model.input_shape[2] != size:
+def keras_predictor(model: keras.Model, size: int | None = None) -> Predictor:
+    """`model` as a function of uint8 batches of `size` px photos (default: the model's own size), traced once.
+
+    The models here are fully convolutional, so their weights serve any size in steps of
+    `sizes.size_multiple` (32 for the MobileNetV2 U-Net, 64 for the 6-level U-Net). For
+    another size, Keras' checks of the size the model was built for are lifted, as for
+    --crop's windows (`sizes.accept_any_size`). Predicting photos at a larger size than the
+    training size scored higher on held-out photos (BENCHMARKS.md, section 1).
+    """
+    own = model.input_shape[1]
+    if own is None or model.input_shape[2] != own:
         raise ValueError(f"the model takes input of shape {model.input_shape[1:]}: a square size is needed")
+    size = own if size is None else size
+    if size != own:
+        if size < 1:
+            raise ValueError(f"an image size must be positive, got {size}")
+        step = sizes.size_multiple(model)
+        if size % step:
+            raise ValueError(f"the model cannot take {size} px images: it takes sizes in steps of {step} px")
+        sizes.accept_any_size(model)
     predict = tf.function(lambda images: model(to_model_input(images), training=False),
                           input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
     return Predictor(size, int(model.output_shape[-1]), lambda images: predict(images).numpy())

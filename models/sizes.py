@@ -4,8 +4,10 @@ Both models are fully convolutional: the same weights serve any size their halvi
 up from. Keras still fixes a functional model's size in its inputs, and checks every call
 against it (the model, the MobileNetV2 encoder inside it and each pix2pix block), so a model
 built for the photos it will predict, say 160 px, refuses the 128 px windows --crop trains
-it on. `accept_any_size` lifts those checks on the built model; the model keeps its own size
-for saving, prediction and export.
+it on, and a model trained at 128 px the 160 px photos of predict.py's --size.
+`accept_any_size` lifts those checks on the built model for calls on tensors (training, and
+inference.keras_predictor's traced function); the model keeps its own size for saving,
+symbolic calls and export.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def test_tflite_and_keras_give_the_same_figures(voc_model, tmp_path, capsys):
     for section in ("model_size", "original_size"):
         assert figures["tflite"][section]["pixels"] == figures["keras"][section]["pixels"]
         assert figures["tflite"][section]["accuracy"] == pytest.approx(figures["keras"][section]["accuracy"], abs=0.01)
-    # another size: the .keras model is rebuilt for it, the .tflite one is refused
+    # another size: the .keras model is called at that size, the .tflite one is refused
     assert run_main(evaluate.main, ["--model", voc_model, "--data", devkit, "--output", tmp_path / "at128",
                                     "--size", "128"], capsys)[0] == 0
     at128 = json.loads((tmp_path / "at128" / "metrics.json").read_text())

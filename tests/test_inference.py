@@ -116,35 +116,35 @@ def test_flip_averaging_mirrors_back_before_averaging(tmp_path):
     assert not np.allclose(flipped, model(x).numpy(), atol=1e-3)  # a randomly initialised model is not symmetric
 
 
-def test_a_model_rebuilt_for_another_size_is_the_builders_model_at_that_size(tmp_path):
+def test_a_model_at_another_size_is_the_builders_model_at_that_size(tmp_path):
     model = build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None)
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
-    assert inference.at_input_size(model, 64) is model
-    resized = inference.at_input_size(model, 96)  # its pix2pix blocks' own inputs scale by 1.5 too
-    assert resized.input_shape == (None, 96, 96, 3) and resized.output_shape == (None, 96, 96, 3)
-    built = build_mobilenet_unet((96, 96, 3), 3, encoder_weights=None)
+    built = build_mobilenet_unet((96, 96, 3), 3, encoder_weights=None)  # its pix2pix blocks' inputs 1.5 times as large
     built.set_weights(model.get_weights())
-    images = rng.random((2, 96, 96, 3), dtype=np.float32)
-    np.testing.assert_array_equal(resized(images).numpy(), built(images).numpy())
-    assert [w.name for w in resized.weights] == [w.name for w in model.weights]
-    model.save(tmp_path / "m.keras")  # and from a file, through load_predictor
-    predictor = inference.load_predictor(tmp_path / "m.keras", size=96)
+    uint8 = rng.integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
+    expected = built(uint8.astype(np.float32) / 255.0).numpy()
+    predictor = inference.keras_predictor(model, 96)
     assert (predictor.size, predictor.num_classes) == (96, 3)
-    uint8 = rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
-    np.testing.assert_allclose(predictor(uint8), built(uint8.astype(np.float32) / 255.0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(predictor(uint8), expected, atol=1e-5)
+    assert inference.keras_predictor(model).size == 64  # the model itself still serves its own size
+    assert model(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 64, 64, 3)
+    model.save(tmp_path / "m.keras")  # and from a file, through load_predictor
+    from_file = inference.load_predictor(tmp_path / "m.keras", size=96)
+    assert (from_file.size, from_file.num_classes) == (96, 3)
+    np.testing.assert_allclose(from_file(uint8), expected, atol=1e-5)
 
 
 def test_sizes_a_model_cannot_take_are_refused_with_the_reason():
     unet = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))  # six halvings: multiples of 64
-    assert inference.at_input_size(unet, 128).output_shape == (None, 128, 128, 3)
-    with pytest.raises(ValueError, match="cannot take 96 px images: its halvings do not add back up to 96 px"):
-        inference.at_input_size(unet, 96)
+    assert inference.keras_predictor(unet, 128)(np.zeros((1, 128, 128, 3), np.uint8)).shape == (1, 128, 128, 3)
+    with pytest.raises(ValueError, match="cannot take 96 px images: it takes sizes in steps of 64 px"):
+        inference.keras_predictor(unet, 96)
     mobilenet = build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None)
-    with pytest.raises(ValueError, match="cannot take 80 px images: an inner input of 2 px would become 2.5 px"):
-        inference.at_input_size(mobilenet, 80)
+    with pytest.raises(ValueError, match="cannot take 80 px images: it takes sizes in steps of 32 px"):
+        inference.keras_predictor(mobilenet, 80)
     with pytest.raises(ValueError, match="an image size must be positive, got 0"):
-        inference.at_input_size(mobilenet, 0)
+        inference.keras_predictor(mobilenet, 0)
 
 
 def test_model_files_that_cannot_serve(tmp_path):

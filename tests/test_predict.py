@@ -201,7 +201,7 @@ def test_masks_average_the_mirror_image_unless_tta_none(model_path, tmp_path, ca
     assert not np.array_equal(masks["flip"], masks["none"])  # an untrained model is far from symmetric
 
 
-def test_size_predicts_the_photo_resized_for_a_model_rebuilt_at_that_size(model_path, tmp_path, capsys):
+def test_size_predicts_the_photo_resized_for_the_model_at_that_size(model_path, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(noise(50, 70)).save(photos / "a.png")
