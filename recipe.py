@@ -64,8 +64,9 @@ def with_one_learning_rate_a_step(optimizer: keras.optimizers.Optimizer) -> kera
 
     Keras 3.15's TensorFlow backend asks for the learning rate inside the weight decay of each
     variable, so a schedule is built into the train step once per trainable variable. The
-    warm-up's `cond` makes each copy costly to trace: 2.7 s of the U-Net's 6.8 s first step,
-    and about 4 s more when a MobileNetV2 U-Net starts fine-tuning (BENCHMARKS.md, section 2).
+    warm-up's `cond` makes each copy costly to trace: on 2 cores the default U-Net's first
+    step took 10.1 s with Keras' own AdamW and 6.2 s with this one, a MobileNetV2 U-Net's
+    first step of fine-tuning 10.6 s and 8.0 s (BENCHMARKS.md, section 2).
     This does what Keras does (variable -= variable * weight_decay * learning_rate, through the
     strategy's `update` so that mirrored copies stay equal) with one reading of the schedule.
     Only this instance changes: the class and its saved config stay Keras' own, so saved
