@@ -27,7 +27,7 @@ def start(argv, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
-def wait_for_epochs(run, process, epochs: int, timeout: float = 120) -> None:
+def wait_for_epochs(run, process, epochs: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = run / "state.json"
