@@ -104,18 +104,6 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monk
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] in (1, 2)
 
 
-def test_train_mobilenet_unet_from_scratch_trains_the_whole_encoder(tmp_path):
-    run = tmp_path / "run"
-    argv = QUICK + ["--encoder-weights", "none", "--epochs", "1", "--fine-tune-epochs", "0", "--bn-momentum", "0.95",
-                    "--output", str(run)]
-    assert train_mobilenet_unet.main(argv) == 0
-    model = keras.models.load_model(run / "last.keras", safe_mode=True)
-    encoder = model.get_layer("encoder")
-    bn = encoder.get_layer("bn_Conv1")
-    assert encoder.trainable and bn.trainable and bn.momentum == pytest.approx(0.95)
-    assert model.get_layer("up1").layers[1].momentum == pytest.approx(0.95)  # the decoder's too
-
-
 def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
     run = tmp_path / "run"
     argv = ["--data", str(oxford_sample), "--image-size", "64", "--batch-size", "6", "--epochs", "1",
@@ -448,34 +436,39 @@ def test_a_window_the_model_cannot_take_is_refused_before_training(tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
-def test_decoder_widths_shape_the_mobilenet_unet(tmp_path, capsys):
+def test_mobilenet_unet_options_reach_the_trained_model(tmp_path, capsys):
+    """One run from scratch with every architecture option set: each must reach the saved model.
+
+    (One run, not one each: most of a MobileNetV2 run's time in a test is tracing the encoder.)
+    """
     run = tmp_path / "run"
-    argv = QUICK + ["--encoder-weights", "none", "--decoder-filters", "16,8,8,4", "--epochs", "1",
-                    "--fine-tune-epochs", "0", "--tta", "none", "--output", str(run)]
+    argv = QUICK + ["--encoder-weights", "none", "--decoder-filters", "16,8,8,4", "--fuse-filters", "0,12,0,0",
+                    "--bn-momentum", "0.95", "--epochs", "1", "--fine-tune-epochs", "0", "--tta", "none",
+                    "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 0
     model = keras.models.load_model(run / "last.keras", safe_mode=True)
     assert [model.get_layer(f"up{i}").layers[0].filters for i in (1, 2, 3, 4)] == [16, 8, 8, 4]
-    assert [layer.name for layer in model.layers if "fuse" in layer.name] == ["up2_fuse", "up3_fuse"]  # the defaults
-    assert [model.get_layer(f"up{i}_fuse").layers[0].filters for i in (2, 3)] == [96, 48]
+    assert [layer.name for layer in model.layers if "fuse" in layer.name] == ["up2_fuse"]
+    assert model.get_layer("up2_fuse").layers[0].filters == 12
+    encoder = model.get_layer("encoder")  # from scratch: the whole encoder trains, BatchNorm too
+    bn = encoder.get_layer("bn_Conv1")
+    assert encoder.trainable and bn.trainable and bn.momentum == pytest.approx(0.95)
+    assert model.get_layer("up1").layers[1].momentum == pytest.approx(0.95)  # the decoder's too
     settings = json.loads((run / "metrics.json").read_text())["settings"]
-    assert settings["decoder_filters"] == [16, 8, 8, 4] and settings["fuse_filters"] == [0, 96, 48, 0]
-    with pytest.raises(SystemExit) as exited:  # argparse's own refusal
-        train_mobilenet_unet.main(QUICK + ["--decoder-filters", "16,8", "--output", str(tmp_path / "r")])
-    assert exited.value.code == 2
-    assert "argument --decoder-filters: '16,8': give 4 widths, one per block" in capsys.readouterr().err
+    assert settings["decoder_filters"] == [16, 8, 8, 4] and settings["fuse_filters"] == [0, 12, 0, 0]
 
 
-def test_fuse_filters_of_zero_give_pix2pix_s_decoder(tmp_path, capsys):
-    run = tmp_path / "run"
-    argv = QUICK + ["--encoder-weights", "none", "--decoder-filters", "16,8,8,4", "--fuse-filters", "0,0,0,0",
-                    "--epochs", "1", "--fine-tune-epochs", "0", "--tta", "none", "--output", str(run)]
-    assert train_mobilenet_unet.main(argv) == 0
-    model = keras.models.load_model(run / "last.keras", safe_mode=True)
-    assert not [layer.name for layer in model.layers if "fuse" in layer.name]
-    with pytest.raises(SystemExit) as exited:
-        train_mobilenet_unet.main(QUICK + ["--fuse-filters", "0,0,-48,0", "--output", str(tmp_path / "r")])
-    assert exited.value.code == 2
-    assert "argument --fuse-filters: '0,0,-48,0': widths must be 0 or more" in capsys.readouterr().err
+def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
+    defaults = train_mobilenet_unet.build_parser().parse_args([])
+    assert defaults.decoder_filters == (384, 192, 96, 48) and defaults.fuse_filters == (0, 96, 48, 0)
+    for option, value, message in (
+            ("--decoder-filters", "16,8", "argument --decoder-filters: '16,8': give 4 widths, one per block"),
+            ("--fuse-filters", "0,0,-48,0", "argument --fuse-filters: '0,0,-48,0': widths must be 0 or more")):
+        with pytest.raises(SystemExit) as exited:  # argparse's own refusal
+            train_mobilenet_unet.main(QUICK + [option, value, "--output", str(tmp_path / "r")])
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_negative_fine_tune_epochs(tmp_path, capsys):
