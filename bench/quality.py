@@ -92,11 +92,15 @@ FOLDS = 5
 
 
 def fold_folder(source: Path, fold: int, into: Path) -> Path:
-    """An archive folder in `into` holding out the photos of `fold` (1 to FOLDS - 1); images and trimaps are links.
+    """An archive folder in `into` holding out the photos of `fold`; images and trimaps are links.
 
-    Fold 0 is `source` itself. The other folds split its training photos: each breed's photos
-    in order of their number, every (FOLDS - 1)-th to the same fold.
+    Fold 0 is `source` itself, returned as it is. The other folds split its training photos:
+    each breed's photos in order of their number, every (FOLDS - 1)-th to the same fold.
     """
+    if fold not in range(FOLDS):
+        raise ValueError(f"fold {fold} is not one of 0 to {FOLDS - 1}")
+    if fold == 0:
+        return source
     annotations = source / "annotations"
     listed = (annotations / "list.txt").read_text().splitlines()
     by_breed = collections.defaultdict(list)
@@ -234,8 +238,7 @@ def main() -> None:
     if not (args.data / "images").is_dir() or not WEIGHTS.is_file():
         raise SystemExit(f"needs {args.data} and {WEIGHTS}")
     with tempfile.TemporaryDirectory() as folds:
-        if args.fold:
-            args.data = fold_folder(args.data, args.fold, Path(folds))
+        args.data = fold_folder(args.data, args.fold, Path(folds))
         compare(args)
 
 
