@@ -21,7 +21,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         saved_model = Path(scratch) / "saved_model"
-        write_saved_model(model, saved_model, dynamic=args.format == "saved_model")
+        served = model if args.format == "saved_model" else computing_in_float32(model)
+        write_saved_model(served, saved_model, dynamic=args.format == "saved_model")
         if args.format == "saved_model":
             got = run_saved_model(saved_model, images)
             size = sum(f.stat().st_size for f in saved_model.rglob("*") if f.is_file())
@@ -111,6 +112,32 @@ def keras_masks(model: keras.Model, images: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- exporting
+
+
+def computing_in_float32(model: keras.Model) -> keras.Model:
+    """The model with every layer computing in float32 and the same weights; the model itself if it already does.
+
+    A model trained with --mixed-precision keeps its layers' 16-bit policies in the .keras
+    file, and TFLite's converter has no kernels for bfloat16 (nor float16 outside --quantize
+    float16): it failed on every convolution. Under mixed precision the variables are float32,
+    so the copy holds exactly the trained weights; its masks are still checked against the
+    model's own, as for any export.
+    """
+    if all(policy == "float32" for policy in _policies(model)):
+        return model
+
+    def in_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=in_float32, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _policies(layer: keras.layers.Layer) -> Iterator[str]:
+    yield layer.dtype_policy.name
+    for inner in getattr(layer, "layers", []):
+        yield from _policies(inner)
 
 
 def serving_function(model: keras.Model, *, dynamic: bool) -> tuple[Callable, tf.TensorSpec]:

@@ -1,5 +1,6 @@
 """export.py: both model kinds to both formats, loaded back and compared with the Keras model."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -51,6 +52,28 @@ def test_tflite_export_agrees_with_keras(model_path, tmp_path, capsys, quantize)
     assert reported_agreement(stdout) == pytest.approx(agreement, abs=0.0001)
     if quantize == "none":
         assert agreement >= 0.99
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_tflite_export_of_a_mixed_precision_model_computes_in_float32(tmp_path, capsys, float32_policy, policy):
+    keras.mixed_precision.set_global_policy(policy)  # as --mixed-precision trains it
+    trained = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))
+    keras.mixed_precision.set_global_policy("float32")
+    trained.save(tmp_path / "mixed.keras")
+    copy = export.computing_in_float32(inference.load_keras_model(tmp_path / "mixed.keras"))
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    for kept, original in zip(copy.weights, trained.weights):
+        np.testing.assert_array_equal(kept.numpy(), original.numpy())
+    out = tmp_path / "model.tflite"
+    status, stdout, _ = run(["--model", tmp_path / "mixed.keras", "--format", "tflite", "--output", out], capsys)
+    assert status == 0 and f"wrote {out}" in stdout and reported_agreement(stdout) >= 0.99
+    images = export.check_images(64)
+    assert np.mean(export.run_tflite(out.read_bytes(), images) == reference(tmp_path / "mixed.keras", images)) >= 0.99
+
+
+def test_a_float32_model_is_exported_as_it_is(model_path):
+    model = inference.load_keras_model(model_path)
+    assert export.computing_in_float32(model) is model
 
 
 def test_saved_model_takes_any_size_and_agrees(model_path, tmp_path, capsys):
