@@ -58,8 +58,9 @@ class Phase:
 # --------------------------------------------------------------------------- devices
 
 
-def configure_precision(mixed: bool) -> None:
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+def configure_precision(mixed: str | None) -> None:
+    """Keras' global policy for `--mixed-precision`: None (float32), "float16" or "bfloat16"."""
+    keras.mixed_precision.set_global_policy(f"mixed_{mixed}" if mixed else "float32")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

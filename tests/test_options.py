@@ -70,6 +70,27 @@ def test_resume_of_a_run_saved_before_the_outline_weight_weighs_every_pixel_alik
     assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).outline_weight == 1.0
 
 
+def test_mixed_precision_takes_a_type_and_defaults_to_float16(capsys):
+    parser = train_unet.build_parser()
+    assert options.parse_args(parser, []).mixed_precision is None
+    assert options.parse_args(parser, ["--mixed-precision"]).mixed_precision == "float16"
+    assert options.parse_args(parser, ["--mixed-precision", "--epochs", "2"]).mixed_precision == "float16"
+    assert options.parse_args(parser, ["--mixed-precision", "bfloat16"]).mixed_precision == "bfloat16"
+    with pytest.raises(SystemExit) as exit_info:
+        options.parse_args(parser, ["--mixed-precision", "float8"])
+    assert exit_info.value.code == 2
+    assert "--mixed-precision: invalid choice: 'float8'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("saved, resumed", [(True, "float16"), (False, None), ("bfloat16", "bfloat16"), (None, None)])
+def test_resume_reads_the_mixed_precision_switch_of_older_runs(tmp_path, saved, resumed):
+    run = saved_run(tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["mixed_precision"] = saved  # runs saved before it took a type stored true or false
+    (run / "config.json").write_text(json.dumps(config))
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).mixed_precision == resumed
+
+
 def test_resume_keeps_an_empty_augmentation_list(tmp_path):
     run = saved_run(tmp_path / "run", augment="none")
     assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).augment == ()

@@ -275,12 +275,16 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     check_run_folder(run, epochs=1)
 
 
-def test_mixed_precision_trains_with_float32_logits(tmp_path, float32_policy):
+@pytest.mark.parametrize("given, compute", [([], "float16"), (["bfloat16"], "bfloat16")])
+def test_mixed_precision_trains_with_float32_logits(tmp_path, float32_policy, given, compute):
     run = tmp_path / "run"
-    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", "--output", str(run)]) == 0
+    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", *given,
+                                                 "--output", str(run)]) == 0
     model = keras.models.load_model(run / "last.keras", safe_mode=True)
-    assert model.get_layer("enc1_conv").compute_dtype == "float16"
+    assert model.get_layer("enc1_conv").compute_dtype == compute
+    assert model.get_layer("enc1_conv").kernel.dtype == "float32"
     assert model.get_layer("logits").compute_dtype == "float32"
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == compute
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["test"]["loss"])
 
 
