@@ -119,7 +119,7 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
         "compute in a 16-bit type, variables, logits and loss staying float32. float16 (the value "
         "when none is given): for GPUs, slower on CPUs; bfloat16: for CPUs with bfloat16 "
         "instructions (AVX512_BF16, AMX) and recent GPUs; on a 2-core AVX512_BF16 CPU a default "
-        "MobileNetV2 run took 7%% less time for the same mean IoU (see BENCHMARKS.md)"))
+        "MobileNetV2 run took about 6%% less time for the same mean IoU (see BENCHMARKS.md)"))
     add("--strategy", choices=("auto", "mirrored", "multiworker"), default="auto", help=(
         "auto: MirroredStrategy when there are several GPUs, else one device; mirrored: all local "
         "GPUs (or CPUs if none); multiworker: MultiWorkerMirroredStrategy configured by TF_CONFIG"))
