@@ -27,7 +27,11 @@ fold 0 is the folder's own split; folds 1 to 4 each hold out a quarter of its tr
 included. The spread over the folds shows how far one held-out set's figure can be trusted.
 
     python bench/quality.py [--models mobilenet,unet] [--variants [TEXT]] [--epochs 20] [--seed 1] [--data DIR]
-                            [--fold K]
+                            [--fold K] [--encoder-weights PATH|imagenet]
+
+The MobileNetV2 runs start from ../shared/weights' checkpoint trained at 224 px. With internet,
+`--encoder-weights imagenet` measures what the scripts' default gives: Keras then fetches the
+checkpoint trained at the model's own size (128 px here).
 """
 
 from __future__ import annotations
@@ -161,9 +165,9 @@ def tutorial_dataset(folder: Path, seed: int) -> tf.data.Dataset:
     return ds.map(lambda x, y: (flip_images(x), flip_masks(y))).prefetch(tf.data.AUTOTUNE)
 
 
-def tutorial_mobilenet() -> keras.Model:
+def tutorial_mobilenet(weights: str) -> keras.Model:
     """The tutorial's model: the encoder fed [0, 1] straight, no rescaling to MobileNetV2's [-1, 1]."""
-    encoder = build_encoder((SIZE, SIZE, 3), str(WEIGHTS))
+    encoder = build_encoder((SIZE, SIZE, 3), weights)
     encoder.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3))
     *skips, x = encoder(inputs)
@@ -173,10 +177,10 @@ def tutorial_mobilenet() -> keras.Model:
 
 
 def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int,
-                 photos: Callable[[int], list[data.Photo]]) -> dict:
+                 photos: Callable[[int], list[data.Photo]], weights: str = str(WEIGHTS)) -> dict:
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    model = tutorial_mobilenet() if model_name == "mobilenet" else build_unet((SIZE, SIZE, 3), 3)
+    model = tutorial_mobilenet(weights) if model_name == "mobilenet" else build_unet((SIZE, SIZE, 3), 3)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)
     scores = EpochScores(photos, started)
@@ -187,19 +191,26 @@ def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int,
 # --------------------------------------------------------------------------- the project's scripts
 
 
+def script_arguments(model_name: str, source: Path, extra: list[str], epochs: int, seed: int, output: Path,
+                     weights: str = str(WEIGHTS)) -> list[str]:
+    """The training script's command line for a run of `epochs` in all, fine-tuning ones among them."""
+    frozen = epochs
+    if model_name == "mobilenet":
+        fine_tuning = (int(extra[extra.index("--fine-tune-epochs") + 1]) if "--fine-tune-epochs" in extra
+                       else train_mobilenet_unet.FINE_TUNE_EPOCHS)
+        frozen = epochs - fine_tuning
+    argv = ["--data", str(source), "--image-size", str(SIZE), "--epochs", str(frozen), "--seed", str(seed),
+            "--output", str(output), *extra]
+    if model_name == "mobilenet":
+        argv += ["--encoder-weights", weights]
+    return argv
+
+
 def run_script(model_name: str, source: Path, extra: list[str], epochs: int, seed: int,
-               photos: Callable[[int], list[data.Photo]]) -> dict:
+               photos: Callable[[int], list[data.Photo]], weights: str = str(WEIGHTS)) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         module = train_mobilenet_unet if model_name == "mobilenet" else train_unet
-        frozen = epochs
-        if model_name == "mobilenet":  # the same epochs in all: fine-tuning ones among them
-            fine_tuning = (int(extra[extra.index("--fine-tune-epochs") + 1]) if "--fine-tune-epochs" in extra
-                           else train_mobilenet_unet.FINE_TUNE_EPOCHS)
-            frozen = epochs - fine_tuning
-        argv = ["--data", str(source), "--image-size", str(SIZE), "--epochs", str(frozen), "--seed", str(seed),
-                "--output", str(Path(folder) / "run"), *extra]
-        if model_name == "mobilenet":
-            argv += ["--encoder-weights", str(WEIGHTS)]
+        argv = script_arguments(model_name, source, extra, epochs, seed, Path(folder) / "run", weights)
         started = time.perf_counter()
         scores = EpochScores(photos, started)
         with contextlib.redirect_stdout(io.StringIO()):
@@ -233,10 +244,16 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0, choices=range(FOLDS),
                         help=f"the split of --data's photos to train and score on, 0 to {FOLDS - 1} (default: 0, "
                         "the folder's own)")
+    parser.add_argument("--encoder-weights", default=str(WEIGHTS), metavar="PATH|imagenet",
+                        help="the MobileNetV2 runs' encoder, the tutorial's included: a no-top weights file, or "
+                        "'imagenet' for the checkpoint Keras fetches for the model's size, as the scripts' "
+                        f"default does (default: {WEIGHTS})")
     parser.add_argument("--json", default=None, help="also write every epoch's scores to this file")
     args = parser.parse_args()
-    if not (args.data / "images").is_dir() or not WEIGHTS.is_file():
-        raise SystemExit(f"needs {args.data} and {WEIGHTS}")
+    if not (args.data / "images").is_dir():
+        raise SystemExit(f"needs {args.data}")
+    if "mobilenet" in args.models and args.encoder_weights != "imagenet" and not Path(args.encoder_weights).is_file():
+        raise SystemExit(f"needs {args.encoder_weights} (or --encoder-weights imagenet, with internet)")
     with tempfile.TemporaryDirectory() as folds:
         args.data = fold_folder(args.data, args.fold, Path(folds))
         compare(args)
@@ -246,7 +263,7 @@ def compare(args: argparse.Namespace) -> None:
     photos = functools.cache(lambda size: list(data.photos(args.data, "test", data.DataOptions(image_size=size))[1]))
     rows, everything = [], {}
     for model_name in args.models.split(","):
-        tutorial = run_tutorial(model_name, args.data, args.epochs, args.seed, photos)
+        tutorial = run_tutorial(model_name, args.data, args.epochs, args.seed, photos, args.encoder_weights)
         everything[f"{model_name}: tutorial"] = tutorial
         rows.append(summary("tutorial recipe", model_name, tutorial, None))
         runs = {"defaults": []}
@@ -254,11 +271,13 @@ def compare(args: argparse.Namespace) -> None:
             runs.update({name: extra for name, extra in {**VARIANTS, **VARIANTS_BY_MODEL[model_name]}.items()
                          if args.variants in name})
         for name, extra in runs.items():
-            result = run_script(model_name, args.data, extra, args.epochs, args.seed, photos)
+            result = run_script(model_name, args.data, extra, args.epochs, args.seed, photos, args.encoder_weights)
             everything[f"{model_name}: {name}"] = result
             rows.append(summary(name, model_name, result, tutorial))
             print(rows[-1], flush=True)
     print(f"\nmachine: {machine()}")
+    if "mobilenet" in args.models:
+        print(f"MobileNetV2 encoder weights: {args.encoder_weights}")
     print_table(f"Quality on {len(photos(SIZE))} validation photos of {args.data.name} at each photo's own size, "
                 f"{args.epochs} epochs at {SIZE} px, seed {args.seed}",
                 ["model", "recipe", "mean IoU", "as the script reports it", "pixel accuracy",

@@ -57,3 +57,17 @@ def test_folds_outside_the_range_are_refused(tmp_path, fold):
     official_layout(tmp_path / "pets")
     with pytest.raises(ValueError, match=f"fold {fold} is not one of 0 to 4"):
         quality.fold_folder(tmp_path / "pets", fold, tmp_path / "folds")
+
+
+def test_script_runs_count_fine_tuning_epochs_in_the_total_and_take_the_encoder_weights(tmp_path):
+    argv = quality.script_arguments("mobilenet", tmp_path / "pets", ["--fine-tune-epochs", "4"], 20, 3,
+                                    tmp_path / "run", "imagenet")
+    assert argv[argv.index("--epochs") + 1] == "16"  # 16 frozen + 4 fine-tuning
+    assert argv[argv.index("--encoder-weights") + 1] == "imagenet"
+    assert argv[argv.index("--seed") + 1] == "3" and argv[argv.index("--image-size") + 1] == "128"
+    default = quality.script_arguments("mobilenet", tmp_path / "pets", [], 20, 1, tmp_path / "run")
+    assert default[default.index("--epochs") + 1] == "10"  # the script's own 10 fine-tuning epochs
+    assert default[default.index("--encoder-weights") + 1].endswith("mobilenet_v2_imagenet_1.0_224_no_top.h5")
+    unet = quality.script_arguments("unet", tmp_path / "pets", ["--repeat", "1"], 20, 1, tmp_path / "run")
+    assert "--encoder-weights" not in unet and unet[unet.index("--epochs") + 1] == "20"
+    assert unet[-2:] == ["--repeat", "1"]
