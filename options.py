@@ -33,6 +33,7 @@ BEFORE_THEY_EXISTED = {
     "decoder_filters": mobilenet_unet.DECODER_FILTERS,  # pix2pix's decoder, the library's default
     "fuse_filters": mobilenet_unet.FUSE_FILTERS,
     "outline_weight": 1.0,  # every pixel alike
+    "skips": "expansions",  # pix2pix's joins
 }
 # Settings whose saved form changed: config.json's old value, mapped to today's on --resume.
 RENAMED_VALUES = {

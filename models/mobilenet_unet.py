@@ -11,13 +11,16 @@ from keras import layers
 from errors import first_line
 from models.blocks import check_divisible, fuse, upsample
 
-SKIP_LAYERS = (
-    "block_1_expand_relu",  # 1/2
-    "block_3_expand_relu",  # 1/4
-    "block_6_expand_relu",  # 1/8
-    "block_13_expand_relu",  # 1/16
-    "block_16_project",  # 1/32
-)
+# The encoder activations the decoder joins, finest (1/2) first, coarsest (1/32) last.
+SKIPS = {
+    # pix2pix's: at 1/4, 1/8 and 1/16 the expansion that opens the first block of the next
+    # scale (a 1x1 convolution to six times the channels, ReLU6): 144, 192 and 576 channels.
+    "expansions": ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu",
+                   "block_13_expand_relu", "block_16_project"),
+    # the features that expansion is computed from: the last block's output at each of those
+    # scales (its residual sum), 24, 32 and 96 channels.
+    "outputs": ("block_1_expand_relu", "block_2_add", "block_5_add", "block_12_add", "block_16_project"),
+}
 DECODER_FILTERS = (512, 256, 128, 64)
 FUSE_FILTERS = (0, 0, 0, 0)  # pix2pix's decoder: no convolution after a join
 ENCODER_NAME = "encoder"
@@ -31,6 +34,7 @@ def build_mobilenet_unet(
     *,
     decoder_filters: Sequence[int] = DECODER_FILTERS,
     fuse_filters: Sequence[int] = FUSE_FILTERS,
+    skips: str = "expansions",
     name: str = "mobilenet_unet",
 ) -> keras.Model:
     """Takes images in [0, 1] and rescales them to the [-1, 1] MobileNetV2 was trained on.
@@ -44,12 +48,15 @@ def build_mobilenet_unet(
     `fuse_filters`: for each of them, the width of a 3x3 convolution over the upsampled
     features joined with the skip connection (`blocks.fuse`, named "upN_fuse"); 0 leaves
     that join as pix2pix has it.
+    `skips`: which encoder activations the decoder joins (`SKIPS`): pix2pix's "expansions",
+    or the "outputs" they are expanded from. The decoder's convolutions after each join read
+    its channels, so the narrower outputs make them cheaper.
     """
     check_divisible(tuple(input_shape), 32, "the MobileNetV2 U-Net")
     if len(fuse_filters) != len(decoder_filters) or min(fuse_filters, default=0) < 0:
         raise ValueError(f"fuse_filters needs one width of 0 or more per decoder block ({len(decoder_filters)}), "
                          f"got {tuple(fuse_filters)}")
-    encoder = build_encoder(input_shape, encoder_weights)
+    encoder = build_encoder(input_shape, encoder_weights, skips)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_mobilenet_range")(inputs)
@@ -67,8 +74,11 @@ def build_mobilenet_unet(
     return model
 
 
-def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.PathLike | None) -> keras.Model:
-    """MobileNetV2 without its top, returning the five skip activations (coarsest last)."""
+def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.PathLike | None,
+                  skips: str = "expansions") -> keras.Model:
+    """MobileNetV2 without its top, returning the five skip activations of `SKIPS[skips]` (coarsest last)."""
+    if skips not in SKIPS:
+        raise ValueError(f"unknown skips {skips!r}: use one of {', '.join(SKIPS)}")
     weights = _resolve_weights(encoder_weights)
     try:
         base = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights=weights)
@@ -78,7 +88,7 @@ def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.P
                 f"the ImageNet weights for the MobileNetV2 encoder could not be downloaded ({first_line(error)})"
             ) from error
         raise ValueError(f"cannot load encoder weights from {weights}: {first_line(error)}") from error
-    outputs = [base.get_layer(layer).output for layer in SKIP_LAYERS]
+    outputs = [base.get_layer(layer).output for layer in SKIPS[skips]]
     return keras.Model(base.input, outputs, name=ENCODER_NAME)
 
 

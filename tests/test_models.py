@@ -106,6 +106,27 @@ def test_fuse_filters_need_one_width_per_decoder_block():
         build_mobilenet_unet((64, 64, 3), encoder_weights=None, fuse_filters=(0, 48))
 
 
+def test_the_decoder_joins_the_encoder_outputs_it_is_asked_for():
+    widths = (32, 16, 16, 8)
+    expansions = build_mobilenet_unet((64, 64, 3), encoder_weights=None, decoder_filters=widths)
+    outputs = build_mobilenet_unet((64, 64, 3), encoder_weights=None, decoder_filters=widths, skips="outputs")
+    encoder = outputs.get_layer("encoder")
+    assert [output is encoder.get_layer(name).output for output, name in zip(encoder.outputs, [
+        "block_1_expand_relu", "block_2_add", "block_5_add", "block_12_add", "block_16_project"])] == [True] * 5
+    assert [output.shape[1:] for output in encoder.outputs] == [
+        (32, 32, 96), (16, 16, 24), (8, 8, 32), (4, 4, 96), (2, 2, 320)]  # 1/2 to 1/32 of 64 px
+    assert [layer.input[1].shape[-1] for layer in (outputs.get_layer(f"up{i}_concat") for i in (1, 2, 3, 4))] == [
+        96, 32, 24, 96]
+    assert [layer.input[1].shape[-1] for layer in (expansions.get_layer(f"up{i}_concat") for i in (1, 2, 3, 4))] == [
+        576, 192, 144, 96]
+    # the encoder is the same network; only the kernels that read the joins are narrower
+    narrower = 3 * 3 * (16 * (576 - 96) + 16 * (192 - 32) + 8 * (144 - 24))
+    assert expansions.count_params() - outputs.count_params() == narrower == 100_800
+    assert outputs.output_shape == (None, 64, 64, 3)
+    with pytest.raises(ValueError, match="unknown skips 'inputs': use one of expansions, outputs"):
+        build_mobilenet_unet((64, 64, 3), encoder_weights=None, skips="inputs")
+
+
 def snapshot(layer):
     return [w.numpy().copy() for w in layer.weights]
 

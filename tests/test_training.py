@@ -447,25 +447,30 @@ def test_mobilenet_unet_options_reach_the_trained_model(tmp_path, capsys):
     """
     run = tmp_path / "run"
     argv = QUICK + ["--encoder-weights", "none", "--decoder-filters", "16,8,8,4", "--fuse-filters", "0,12,0,0",
-                    "--bn-momentum", "0.95", "--epochs", "1", "--fine-tune-epochs", "0", "--tta", "none",
+                    "--skips", "outputs", "--bn-momentum", "0.95", "--epochs", "1", "--fine-tune-epochs", "0", "--tta", "none",
                     "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 0
     model = keras.models.load_model(run / "last.keras", safe_mode=True)
     assert [model.get_layer(f"up{i}").layers[0].filters for i in (1, 2, 3, 4)] == [16, 8, 8, 4]
     assert [layer.name for layer in model.layers if "fuse" in layer.name] == ["up2_fuse"]
     assert model.get_layer("up2_fuse").layers[0].filters == 12
+    # the block outputs: block_12's and block_5's (96 and 32 channels) join up1's and up2's
+    assert [model.get_layer(f"up{i}_concat").output.shape[-1] for i in (1, 2)] == [16 + 96, 8 + 32]
     encoder = model.get_layer("encoder")  # from scratch: the whole encoder trains, BatchNorm too
     bn = encoder.get_layer("bn_Conv1")
     assert encoder.trainable and bn.trainable and bn.momentum == pytest.approx(0.95)
     assert model.get_layer("up1").layers[1].momentum == pytest.approx(0.95)  # the decoder's too
     settings = json.loads((run / "metrics.json").read_text())["settings"]
     assert settings["decoder_filters"] == [16, 8, 8, 4] and settings["fuse_filters"] == [0, 12, 0, 0]
+    assert settings["skips"] == "outputs"
 
 
 def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
     defaults = train_mobilenet_unet.build_parser().parse_args([])
     assert defaults.decoder_filters == (384, 192, 96, 48) and defaults.fuse_filters == (0, 96, 48, 0)
+    assert defaults.skips == "expansions"
     for option, value, message in (
+            ("--skips", "inputs", "argument --skips: invalid choice: 'inputs' (choose from 'expansions', 'outputs')"),
             ("--decoder-filters", "16,8", "argument --decoder-filters: '16,8': give 4 widths, one per block"),
             ("--fuse-filters", "0,0,-48,0", "argument --fuse-filters: '0,0,-48,0': widths must be 0 or more")):
         with pytest.raises(SystemExit) as exited:  # argparse's own refusal
