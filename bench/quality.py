@@ -73,10 +73,10 @@ VARIANTS = {  # each undoes one part of the default recipe
     "defaults, constant Adam (no AdamW, cosine, warm-up)": ["--optimizer", "adam", "--schedule", "constant",
                                                             "--warmup-epochs", "0"],
     "defaults, every pixel alike (outline weight 1)": ["--outline-weight", "1"],
+    "defaults, flips only (no scale, colour)": ["--augment", "flip"],
 }
 VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other model's recipe does
-    "mobilenet": {"defaults + scale and colour augmentation": ["--augment", "flip,scale,color"],
-                  "defaults, frozen throughout (no fine-tuning)": ["--fine-tune-epochs", "0"],
+    "mobilenet": {"defaults, frozen throughout (no fine-tuning)": ["--fine-tune-epochs", "0"],
                   "defaults, fine-tuning every encoder layer": ["--fine-tune-from", "all"],
                   "defaults, fine-tuning from block 13": ["--fine-tune-from", "block_13_expand"],
                   "defaults, fine-tuning peak 1e-4": ["--fine-tune-learning-rate", "1e-4"],
@@ -85,10 +85,9 @@ VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other m
                   "defaults, pix2pix's joins (no fuse convolution)": ["--fuse-filters", "0,0,0,0"],
                   "defaults joining the encoder's block outputs (--skips outputs)": ["--skips", "outputs"],
                   "defaults at 160 px, trained on 128 px windows": ["--image-size", "160", "--crop", "128"],
-                  "defaults at 192 px, trained on 160 px windows, half-width decoder": [
-                      "--image-size", "192", "--crop", "160", "--decoder-filters", "256,128,64,32"]},
-    "unet": {"defaults, flips only (no scale, colour)": ["--augment", "flip"],
-             "defaults, one pass an epoch (--repeat 1)": ["--repeat", "1"],
+                  "defaults at 192 px, trained on 160 px windows, half-width decoder, flips only": [
+                      "--image-size", "192", "--crop", "160", "--decoder-filters", "256,128,64,32", "--augment", "flip"]},
+    "unet": {"defaults, one pass an epoch (--repeat 1)": ["--repeat", "1"],
              "defaults at 192 px, trained on 128 px windows": ["--image-size", "192", "--crop", "128"]},
 }
 

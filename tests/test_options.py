@@ -165,7 +165,7 @@ def test_each_script_defaults_to_its_measured_recipe():
         assert {key: getattr(args, key) for key in shared} == shared
     assert (mobilenet.epochs, mobilenet.fine_tune_epochs, mobilenet.fine_tune_learning_rate) == (10, 10, 3e-4)
     assert mobilenet.fine_tune_from == "block_6_expand"
-    assert (mobilenet.batch_size, mobilenet.loss, mobilenet.augment) == (16, "sce", ("flip",))
+    assert (mobilenet.batch_size, mobilenet.loss, mobilenet.augment) == (16, "sce", ("flip", "scale", "color"))
     assert (unet.epochs, unet.batch_size, unet.loss, unet.augment) == (20, 8, "sce+dice", ("flip", "scale", "color"))
     help_text = " ".join(train_mobilenet_unet.build_parser().format_help().split())
     assert "--epochs EPOCHS epochs on the frozen encoder, before the fine-tuning ones" in help_text
