@@ -57,6 +57,10 @@ def test_tflite_export_agrees_with_keras(model_path, tmp_path, capsys, quantize)
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_tflite_export_of_a_mixed_precision_model_computes_in_float32(tmp_path, capsys, float32_policy, policy):
+    # Seeded: an untrained model's classes are near ties, and 16-bit rounding flips some of them
+    # against the float32 export: an unseeded draw once agreed on less than the 99% export.py
+    # requires, for bfloat16 (seeds 0 to 7 gave 99.75% to 100%; seed 0 100%).
+    keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(policy)  # as --mixed-precision trains it
     trained = build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8))
     keras.mixed_precision.set_global_policy("float32")
