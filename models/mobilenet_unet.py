@@ -13,8 +13,8 @@ from models.blocks import check_divisible, fuse, upsample
 
 # The encoder activations the decoder joins, finest (1/2) first, coarsest (1/32) last.
 SKIPS = {
-    # pix2pix's: at 1/4, 1/8 and 1/16 the expansion that opens the first block of the next
-    # scale (a 1x1 convolution to six times the channels, ReLU6): 144, 192 and 576 channels.
+    # pix2pix's: at 1/4, 1/8 and 1/16 the expansion (a 1x1 convolution to six times the
+    # channels, ReLU6) that opens the strided block halving that scale: 144, 192 and 576 channels.
     "expansions": ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu",
                    "block_13_expand_relu", "block_16_project"),
     # the features that expansion is computed from: the last block's output at each of those
