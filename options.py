@@ -34,6 +34,7 @@ BEFORE_THEY_EXISTED = {
     "fuse_filters": mobilenet_unet.FUSE_FILTERS,
     "outline_weight": 1.0,  # every pixel alike
     "skips": "expansions",  # pix2pix's joins
+    "stem_stride": "2",  # MobileNetV2's own first convolution
 }
 # Settings whose saved form changed: config.json's old value, mapped to today's on --resume.
 RENAMED_VALUES = {

@@ -1,8 +1,9 @@
 """Train the U-Net with a frozen ImageNet MobileNetV2 encoder and a pix2pix decoder (plus a convolution at two joins).
 
-With no options: Oxford-IIIT Pet through TensorFlow Datasets at 128x128, 10 epochs on the frozen
-encoder then 10 fine-tuning its deeper two thirds, validated on the test split, with the recipe
-measured best per training minute on real photos (see BENCHMARKS.md).
+With no options: Oxford-IIIT Pet through TensorFlow Datasets at 128x128 (the encoder's first
+convolution unstrided, so it works at twice that resolution), 10 epochs on the frozen encoder then
+10 fine-tuning its deeper two thirds, validated on the test split, with the recipe measured best
+per training minute on real photos (see BENCHMARKS.md).
 Example: python train_mobilenet_unet.py --epochs 20 --fine-tune-epochs 0   # frozen throughout
 """
 
@@ -50,6 +51,16 @@ FUSE_WIDTHS = (0, 96, 48, 0)
 # less mean IoU on average over three seeds and five folds (-0.008 to +0.004): an option, not the
 # default, while quality at 128 px is what the targets still miss (BENCHMARKS.md).
 SKIPS = "expansions"
+# MobileNetV2's first convolution unstrided up to 128 px, so the encoder works at twice the photo's
+# resolution and sees the pet nearer the scale of ImageNet's 224-px photos: at 128 px +0.009 mean
+# IoU on five folds (every fold gained) and +0.014 on three seeds, for about 35% more time. Above
+# 128 px the photos already show the pet large: 160-px photos on 128-px windows gained 0.0015 for
+# 43% more time, the 192-px recipe lost 0.012 (BENCHMARKS.md, session 18).
+STEM_STRIDE = "auto"
+UNSTRIDED_STEM_UP_TO = 128
+# The builder's keywords for the default model, for benchmarks and tests that build it without the command line.
+ARCHITECTURE = {"decoder_filters": DECODER_WIDTHS, "fuse_filters": FUSE_WIDTHS, "skips": SKIPS,
+                "stem_stride": 1}  # auto's at the default 128 px
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
                    "and give its path (--encoder-weights PATH)")
 
@@ -75,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the encoder activations the decoder joins at 1/4, 1/8 and 1/16 scale: 'expansions', pix2pix's "
         "(144, 192, 576 channels), or 'outputs', the block outputs they expand (24, 32, 96 channels), which "
         "made a whole run 18%% faster for 0.002 less mean IoU on average (see BENCHMARKS.md)")
+    add("--stem-stride", choices=("auto", "1", "2"), default=STEM_STRIDE,
+        help="stride of the encoder's first convolution: 2 is MobileNetV2's; 1 keeps the photo's resolution, "
+        "so the whole encoder works at twice it (the features it passes to the decoder averaged back to "
+        "their usual scales): four times the encoder's arithmetic, no more parameters; at 128 px +0.009 "
+        f"mean IoU for about 35%% more time. 'auto': 1 up to --image-size {UNSTRIDED_STEM_UP_TO}, 2 above, "
+        "where it gained little or lost (see BENCHMARKS.md)")
     add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
         help="after the frozen-encoder epochs (--epochs), unfreeze the encoder (its BatchNorm stays in "
@@ -88,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stem_stride(args: argparse.Namespace) -> int:
+    """--stem-stride as a number, 'auto' resolved by --image-size (saved as given, so a resumed run resolves alike)."""
+    if args.stem_stride == "auto":
+        return 1 if args.image_size <= UNSTRIDED_STEM_UP_TO else 2
+    return int(args.stem_stride)
+
+
 def from_scratch(args: argparse.Namespace) -> bool:
     return str(args.encoder_weights).lower() == "none"
 
@@ -98,7 +122,7 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
                 user_errors(f"--image-size {args.image_size}", (ValueError,)):
             model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,
                                          decoder_filters=args.decoder_filters, fuse_filters=args.fuse_filters,
-                                         skips=args.skips)
+                                         skips=args.skips, stem_stride=stem_stride(args))
     except ConnectionError as error:
         raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
     if from_scratch(args):

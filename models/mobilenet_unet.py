@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import keras
@@ -35,6 +36,7 @@ def build_mobilenet_unet(
     decoder_filters: Sequence[int] = DECODER_FILTERS,
     fuse_filters: Sequence[int] = FUSE_FILTERS,
     skips: str = "expansions",
+    stem_stride: int = 2,
     name: str = "mobilenet_unet",
 ) -> keras.Model:
     """Takes images in [0, 1] and rescales them to the [-1, 1] MobileNetV2 was trained on.
@@ -51,12 +53,14 @@ def build_mobilenet_unet(
     `skips`: which encoder activations the decoder joins (`SKIPS`): pix2pix's "expansions",
     or the "outputs" they are expanded from. The decoder's convolutions after each join read
     its channels, so the narrower outputs make them cheaper.
+    `stem_stride`: 2 is MobileNetV2's first convolution; 1 runs the encoder at twice the
+    image's resolution (`build_encoder`), so the decoder sees the same scales either way.
     """
     check_divisible(tuple(input_shape), 32, "the MobileNetV2 U-Net")
     if len(fuse_filters) != len(decoder_filters) or min(fuse_filters, default=0) < 0:
         raise ValueError(f"fuse_filters needs one width of 0 or more per decoder block ({len(decoder_filters)}), "
                          f"got {tuple(fuse_filters)}")
-    encoder = build_encoder(input_shape, encoder_weights, skips)
+    encoder = build_encoder(input_shape, encoder_weights, skips, stem_stride)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(2.0, offset=-1.0, name="to_mobilenet_range")(inputs)
@@ -75,21 +79,59 @@ def build_mobilenet_unet(
 
 
 def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.PathLike | None,
-                  skips: str = "expansions") -> keras.Model:
-    """MobileNetV2 without its top, returning the five skip activations of `SKIPS[skips]` (coarsest last)."""
+                  skips: str = "expansions", stem_stride: int = 2) -> keras.Model:
+    """MobileNetV2 without its top, returning the five skip activations of `SKIPS[skips]` (coarsest last).
+
+    With `stem_stride=1` its first convolution ("Conv1") keeps the image's resolution, so every
+    later layer works on twice the height and width: the pretrained filters see the pet at the
+    scale of a photo twice the size, which ImageNet's are closer to, without inventing pixels as
+    an upsampled input would. Each skip activation is then averaged over 2x2 windows (a layer
+    named "<skip>_pool") back to the scale the decoder joins. It costs four times the encoder's
+    arithmetic and no parameters. Keras' "imagenet" weights are then its checkpoint for twice
+    the input size if it has one (96 to 224 px), else its 224-px one, the largest.
+    """
     if skips not in SKIPS:
         raise ValueError(f"unknown skips {skips!r}: use one of {', '.join(SKIPS)}")
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
     weights = _resolve_weights(encoder_weights)
+    scale = 2 // stem_stride  # how much larger a photo the encoder's layers see
     try:
-        base = keras.applications.MobileNetV2(input_shape=input_shape, include_top=False, weights=weights)
+        with warnings.catch_warnings():
+            if scale > 1:  # Keras warns when it falls back to its 224-px checkpoint: here that is intended
+                warnings.filterwarnings("ignore", message="`input_shape` is undefined or non-square")
+            base = keras.applications.MobileNetV2(input_shape=(input_shape[0] * scale, input_shape[1] * scale,
+                                                               input_shape[2]), include_top=False, weights=weights)
     except Exception as error:  # Keras raises a bare Exception for a failed download
         if weights == "imagenet":
             raise ConnectionError(
                 f"the ImageNet weights for the MobileNetV2 encoder could not be downloaded ({first_line(error)})"
             ) from error
         raise ValueError(f"cannot load encoder weights from {weights}: {first_line(error)}") from error
-    outputs = [base.get_layer(layer).output for layer in SKIPS[skips]]
+    if scale == 1:
+        outputs = [base.get_layer(layer).output for layer in SKIPS[skips]]
+        return keras.Model(base.input, outputs, name=ENCODER_NAME)
+    base = _unstrided_stem(base, input_shape)
+    outputs = [layers.AveragePooling2D(scale, name=f"{layer}_pool")(base.get_layer(layer).output)
+               for layer in SKIPS[skips]]
     return keras.Model(base.input, outputs, name=ENCODER_NAME)
+
+
+def _unstrided_stem(base: keras.Model, input_shape: tuple[int, int, int]) -> keras.Model:
+    """`base` rebuilt for `input_shape` with Conv1 at stride 1, with the same weights.
+
+    Keras' MobileNetV2 has no option for the stride; its configuration does (weights do not
+    depend on strides or sizes).
+    """
+    config = base.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = (None, *input_shape)
+        elif layer["config"]["name"] == "Conv1":
+            layer["config"]["strides"] = (1, 1)
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(base.get_weights())
+    return rebuilt
 
 
 def _resolve_weights(encoder_weights: str | os.PathLike | None) -> str | None:

@@ -20,9 +20,8 @@ def model_path(request, tmp_path_factory):
     if request.param == "unet":
         build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8)).save(path)
     else:
-        build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None, decoder_filters=train_mobilenet_unet.DECODER_WIDTHS,
-                             fuse_filters=train_mobilenet_unet.FUSE_WIDTHS,
-                             skips=train_mobilenet_unet.SKIPS).save(path)  # the script's decoder
+        build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None,
+                             **train_mobilenet_unet.ARCHITECTURE).save(path)  # the script's model
     return path
 
 

@@ -1,5 +1,7 @@
 """models/: shapes, parameter counts, freezing, saving; encoder weights none throughout."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -125,6 +127,64 @@ def test_the_decoder_joins_the_encoder_outputs_it_is_asked_for():
     assert outputs.output_shape == (None, 64, 64, 3)
     with pytest.raises(ValueError, match="unknown skips 'inputs': use one of expansions, outputs"):
         build_mobilenet_unet((64, 64, 3), encoder_weights=None, skips="inputs")
+
+
+def test_an_unstrided_stem_runs_the_encoder_at_twice_the_resolution_and_pools_its_joins_back():
+    widths = (32, 16, 16, 8)
+    strided = build_mobilenet_unet((64, 96, 3), encoder_weights=None, decoder_filters=widths)
+    model = build_mobilenet_unet((64, 96, 3), encoder_weights=None, decoder_filters=widths, stem_stride=1)
+    encoder = model.get_layer("encoder")
+    assert encoder.get_layer("Conv1").strides == (1, 1) and strided.get_layer("encoder").get_layer("Conv1").strides == (2, 2)
+    assert encoder.get_layer("Conv1").output.shape == (None, 64, 96, 32)  # the image's own size, not half
+    names = ["block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu",
+             "block_16_project"]
+    assert [encoder.get_layer(name).output.shape[1:3] for name in names] == [(64, 96), (32, 48), (16, 24), (8, 12),
+                                                                            (4, 6)]
+    assert [output.shape[1:] for output in encoder.outputs] == [  # the scales the decoder joins: 1/2 to 1/32
+        (32, 48, 96), (16, 24, 144), (8, 12, 192), (4, 6, 576), (2, 3, 320)]
+    assert model.count_params() == strided.count_params() == 2_066_267  # no parameters added
+    assert model.output_shape == (None, 64, 96, 3)
+    image = np.random.default_rng(0).random((2, 64, 96, 3)).astype("float32")
+    inner = keras.Model(encoder.input, [encoder.get_layer(name).output for name in names])(image)
+    for pooled, full in zip(encoder(image), inner):  # each join is the mean of a 2x2 window of the finer features
+        full = full.numpy()
+        windows = full.reshape(2, full.shape[1] // 2, 2, full.shape[2] // 2, 2, full.shape[3]).mean(axis=(2, 4))
+        np.testing.assert_allclose(pooled.numpy(), windows, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2, got 4"):
+        build_mobilenet_unet((64, 64, 3), encoder_weights=None, stem_stride=4)
+
+
+def test_an_unstrided_stem_keeps_the_loaded_weights(tmp_path):
+    source = keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None)
+    path = tmp_path / "mobilenet_no_top.weights.h5"
+    source.save_weights(path)
+    encoder = build_mobilenet_unet((64, 64, 3), encoder_weights=path, stem_stride=1).get_layer("encoder")
+    for name in ("Conv1", "bn_Conv1", "block_6_depthwise", "block_16_project"):
+        for loaded, saved in zip(encoder.get_layer(name).weights, source.get_layer(name).weights):
+            np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
+
+
+@pytest.mark.parametrize("size, stem_stride, built_at", [(96, 2, 96), (64, 1, 128), (128, 1, 256)])
+def test_imagenet_weights_come_from_keras_checkpoint_for_the_scale_the_encoder_sees(monkeypatch, size, stem_stride,
+                                                                                    built_at):
+    """Keras picks its MobileNetV2 checkpoint by the size it is built at: its own for 96 to 224 px, else
+    the 224-px one, with a warning that is expected here (256 px: the encoder sees 128-px photos at twice)."""
+    requested, real = [], keras.applications.MobileNetV2
+
+    def offline(input_shape, include_top, weights):
+        requested.append((input_shape, weights))
+        if input_shape[0] not in (96, 128, 160, 192, 224):  # as Keras does
+            warnings.warn("`input_shape` is undefined or non-square, or `rows` is not in [96, 128, 160, 192, "
+                          "224]. Weights for input shape (224, 224) will be loaded as the default.")
+        return real(input_shape=input_shape, include_top=include_top, weights=None)
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_mobilenet_unet((size, size, 3), encoder_weights="imagenet", stem_stride=stem_stride)
+    assert requested == [((built_at, built_at, 3), "imagenet")]
+    assert not [str(warning.message) for warning in caught if "input_shape" in str(warning.message)]
+    assert model.get_layer("encoder").input.shape == (None, size, size, 3) and model.output_shape == (None, size, size, 3)
 
 
 def snapshot(layer):

@@ -54,13 +54,13 @@ def test_resume_of_a_run_saved_before_the_decoder_options_keeps_its_decoder(tmp_
     parser = train_mobilenet_unet.build_parser()
     resumed = options.parse_args(parser, ["--resume", str(run)])
     assert resumed.decoder_filters == (384, 192, 96, 48) and resumed.fuse_filters == (0, 96, 48, 0)
-    assert resumed.skips == "outputs"
+    assert resumed.skips == "outputs" and resumed.stem_stride == "auto"
     config = json.loads((run / "config.json").read_text())
-    del config["decoder_filters"], config["fuse_filters"], config["skips"]  # saved before these options existed
+    del config["decoder_filters"], config["fuse_filters"], config["skips"], config["stem_stride"]  # saved before them
     (run / "config.json").write_text(json.dumps(config))
     resumed = options.parse_args(parser, ["--resume", str(run)])
     assert resumed.decoder_filters == (512, 256, 128, 64) and resumed.fuse_filters == (0, 0, 0, 0)
-    assert resumed.skips == "expansions"
+    assert resumed.skips == "expansions" and resumed.stem_stride == "2"
 
 
 def test_resume_of_a_run_saved_before_the_outline_weight_weighs_every_pixel_alike(tmp_path):
