@@ -53,7 +53,7 @@ FUSE_WIDTHS = (0, 96, 48, 0)
 SKIPS = "expansions"
 # MobileNetV2's first convolution unstrided up to 128 px, so the encoder works at twice the photo's
 # resolution and sees the pet nearer the scale of ImageNet's 224-px photos: at 128 px +0.009 mean
-# IoU on five folds (every fold gained) and +0.014 on three seeds, for about 35% more time. Above
+# IoU on five folds (every fold gained) and +0.014 on three seeds, for 35 to 50% more time. Above
 # 128 px the photos already show the pet large: 160-px photos on 128-px windows gained 0.0015 for
 # 43% more time, the 192-px recipe lost 0.012 (BENCHMARKS.md, session 18).
 STEM_STRIDE = "auto"
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stride of the encoder's first convolution: 2 is MobileNetV2's; 1 keeps the photo's resolution, "
         "so the whole encoder works at twice it (the features it passes to the decoder averaged back to "
         "their usual scales): four times the encoder's arithmetic, no more parameters; at 128 px +0.009 "
-        f"mean IoU for about 35%% more time. 'auto': 1 up to --image-size {UNSTRIDED_STEM_UP_TO}, 2 above, "
+        f"mean IoU for 35 to 50%% more time. 'auto': 1 up to --image-size {UNSTRIDED_STEM_UP_TO}, 2 above, "
         "where it gained little or lost (see BENCHMARKS.md)")
     add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
