@@ -49,7 +49,8 @@ FUSE_WIDTHS = (0, 96, 48, 0)
 # pix2pix's skips: at 1/4, 1/8 and 1/16 the encoder's six-fold expansions (144, 192, 576 channels).
 # Joining the block outputs they expand (24, 32, 96) instead made a whole run 18% faster for 0.002
 # less mean IoU on average over three seeds and five folds (-0.008 to +0.004): an option, not the
-# default, while quality at 128 px is what the targets still miss (BENCHMARKS.md).
+# default, while quality at 128 px is what the targets still miss (BENCHMARKS.md). With the unstrided
+# first convolution below they saved only 4% for 0.0045 less.
 SKIPS = "expansions"
 # MobileNetV2's first convolution unstrided up to 128 px, so the encoder works at twice the photo's
 # resolution and sees the pet nearer the scale of ImageNet's 224-px photos: at 128 px +0.009 mean
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--skips", choices=tuple(mobilenet_unet.SKIPS), default=SKIPS,
         help="the encoder activations the decoder joins at 1/4, 1/8 and 1/16 scale: 'expansions', pix2pix's "
         "(144, 192, 576 channels), or 'outputs', the block outputs they expand (24, 32, 96 channels), which "
-        "made a whole run 18%% faster for 0.002 less mean IoU on average (see BENCHMARKS.md)")
+        "made a whole run 18%% faster for 0.002 less mean IoU on average with --stem-stride 2, but only 4%% "
+        "faster for 0.0045 less with the unstrided first convolution (see BENCHMARKS.md)")
     add("--stem-stride", choices=("auto", "1", "2"), default=STEM_STRIDE,
         help="stride of the encoder's first convolution: 2 is MobileNetV2's; 1 keeps the photo's resolution, "
         "so the whole encoder works at twice it (the features it passes to the decoder averaged back to "
