@@ -59,9 +59,6 @@ SKIPS = "expansions"
 # 43% more time, the 192-px recipe lost 0.012 (BENCHMARKS.md, session 18).
 STEM_STRIDE = "auto"
 UNSTRIDED_STEM_UP_TO = 128
-# The builder's keywords for the default model, for benchmarks and tests that build it without the command line.
-ARCHITECTURE = {"decoder_filters": DECODER_WIDTHS, "fuse_filters": FUSE_WIDTHS, "skips": SKIPS,
-                "stem_stride": 1}  # auto's at the default 128 px
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
                    "and give its path (--encoder-weights PATH)")
 
@@ -107,11 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def stem_stride(args: argparse.Namespace) -> int:
+def stem_stride(value: str, image_size: int) -> int:
     """--stem-stride as a number, 'auto' resolved by --image-size (saved as given, so a resumed run resolves alike)."""
-    if args.stem_stride == "auto":
-        return 1 if args.image_size <= UNSTRIDED_STEM_UP_TO else 2
-    return int(args.stem_stride)
+    if value == "auto":
+        return 1 if image_size <= UNSTRIDED_STEM_UP_TO else 2
+    return int(value)
+
+
+def architecture(image_size: int) -> dict:
+    """The builder's keywords for the default model at `image_size`, for benchmarks and tests that build it
+    without the command line."""
+    return {"decoder_filters": DECODER_WIDTHS, "fuse_filters": FUSE_WIDTHS, "skips": SKIPS,
+            "stem_stride": stem_stride(STEM_STRIDE, image_size)}
 
 
 def from_scratch(args: argparse.Namespace) -> bool:
@@ -124,7 +128,7 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
                 user_errors(f"--image-size {args.image_size}", (ValueError,)):
             model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,
                                          decoder_filters=args.decoder_filters, fuse_filters=args.fuse_filters,
-                                         skips=args.skips, stem_stride=stem_stride(args))
+                                         skips=args.skips, stem_stride=stem_stride(args.stem_stride, args.image_size))
     except ConnectionError as error:
         raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
     if from_scratch(args):

@@ -133,7 +133,7 @@ def per_epoch_costs() -> list[list]:
     columns = []
     for module, build in ((train_unet, lambda: build_unet((128, 128, 3), 3)),
                           (train_mobilenet_unet, lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
-                                                                        **train_mobilenet_unet.ARCHITECTURE))):
+                                                                        **train_mobilenet_unet.architecture(128)))):
         model = build()
         training.compile_phase(model, module.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
                                data.OXFORD_CLASS_NAMES)
@@ -176,7 +176,8 @@ def first_steps(repeats: int) -> list[list]:
     The two alternate, each in a fresh model, `repeats` times; medians.
     """
     def mobilenet(fine_tuning: bool):
-        model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None, **train_mobilenet_unet.ARCHITECTURE)
+        model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
+                                     **train_mobilenet_unet.architecture(128))
         if fine_tuning:
             set_encoder_trainable(model, True, from_layer=train_mobilenet_unet.FINE_TUNE_FROM)
         return model

@@ -21,7 +21,7 @@ def model_path(request, tmp_path_factory):
         build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8)).save(path)
     else:
         build_mobilenet_unet((64, 64, 3), 3, encoder_weights=None,
-                             **train_mobilenet_unet.ARCHITECTURE).save(path)  # the script's model
+                             **train_mobilenet_unet.architecture(64)).save(path)  # the script's model
     return path
 
 

@@ -472,9 +472,12 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
     assert defaults.decoder_filters == (384, 192, 96, 48) and defaults.fuse_filters == (0, 96, 48, 0)
     assert defaults.skips == "expansions" and defaults.stem_stride == "auto"
     # auto: unstrided up to 128 px, where the encoder then sees the photo at up to 256 px
-    assert [train_mobilenet_unet.stem_stride(train_mobilenet_unet.build_parser().parse_args(argv)) for argv in (
+    parsed = [train_mobilenet_unet.build_parser().parse_args(argv) for argv in (
         [], ["--image-size", "64"], ["--image-size", "160"], ["--image-size", "192", "--crop", "128"],
-        ["--image-size", "192", "--stem-stride", "1"], ["--stem-stride", "2"])] == [1, 1, 2, 2, 1, 2]
+        ["--image-size", "192", "--stem-stride", "1"], ["--stem-stride", "2"])]
+    assert [train_mobilenet_unet.stem_stride(args.stem_stride, args.image_size) for args in parsed] == [1, 1, 2, 2, 1, 2]
+    assert train_mobilenet_unet.architecture(128)["stem_stride"] == 1 and train_mobilenet_unet.architecture(192)[
+        "stem_stride"] == 2  # the default model that benchmarks and tests build
     for option, value, message in (
             ("--stem-stride", "4", "argument --stem-stride: invalid choice: '4' (choose from 'auto', '1', '2')"),
             ("--skips", "inputs", "argument --skips: invalid choice: 'inputs' (choose from 'expansions', 'outputs')"),
