@@ -56,7 +56,10 @@ SKIPS = "expansions"
 # resolution and sees the pet nearer the scale of ImageNet's 224-px photos: at 128 px +0.009 mean
 # IoU on five folds (every fold gained) and +0.014 on three seeds, for 35 to 50% more time. Above
 # 128 px the photos already show the pet large: 160-px photos on 128-px windows gained 0.0015 for
-# 43% more time, the 192-px recipe lost 0.012 (BENCHMARKS.md, session 18).
+# 43% more time, the 192-px recipe lost 0.012 (BENCHMARKS.md, session 18). From random weights
+# there is no pretrained scale to match and the whole encoder trains, at four times the cost: 20
+# epochs unstrided took 2.1 times as long as strided, and 40 strided epochs, in less time than
+# that, scored 0.018 more (session 19). So 'auto' keeps the stride there.
 STEM_STRIDE = "auto"
 UNSTRIDED_STEM_UP_TO = 128
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
@@ -90,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "so the whole encoder works at twice it (the features it passes to the decoder averaged back to "
         "their usual scales): four times the encoder's arithmetic, no more parameters; at 128 px +0.009 "
         f"mean IoU for 35 to 50%% more time. 'auto': 1 up to --image-size {UNSTRIDED_STEM_UP_TO}, 2 above, "
-        "where it gained little or lost (see BENCHMARKS.md)")
+        "where it gained little or lost, and 2 with --encoder-weights none, where twice the epochs at stride 2 "
+        "took less time and scored higher (see BENCHMARKS.md)")
     add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
         help="after the frozen-encoder epochs (--epochs), unfreeze the encoder (its BatchNorm stays in "
@@ -104,10 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def stem_stride(value: str, image_size: int) -> int:
-    """--stem-stride as a number, 'auto' resolved by --image-size (saved as given, so a resumed run resolves alike)."""
+def stem_stride(value: str, image_size: int, pretrained: bool = True) -> int:
+    """--stem-stride as a number, 'auto' resolved by --image-size and whether the encoder starts pretrained
+    (saved as given, so a resumed run resolves alike)."""
     if value == "auto":
-        return 1 if image_size <= UNSTRIDED_STEM_UP_TO else 2
+        return 1 if pretrained and image_size <= UNSTRIDED_STEM_UP_TO else 2
     return int(value)
 
 
@@ -128,7 +133,8 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
                 user_errors(f"--image-size {args.image_size}", (ValueError,)):
             model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,
                                          decoder_filters=args.decoder_filters, fuse_filters=args.fuse_filters,
-                                         skips=args.skips, stem_stride=stem_stride(args.stem_stride, args.image_size))
+                                         skips=args.skips,
+                                         stem_stride=stem_stride(args.stem_stride, args.image_size, not from_scratch(args)))
     except ConnectionError as error:
         raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
     if from_scratch(args):

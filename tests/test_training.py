@@ -443,11 +443,12 @@ def test_a_window_the_model_cannot_take_is_refused_before_training(tmp_path, cap
 def test_mobilenet_unet_options_reach_the_trained_model(tmp_path, capsys):
     """One run from scratch with every architecture option set: each must reach the saved model.
 
+    --stem-stride is left at 'auto', which from random weights keeps MobileNetV2's stride 2.
     (One run, not one each: most of a MobileNetV2 run's time in a test is tracing the encoder.)
     """
     run = tmp_path / "run"
     argv = QUICK + ["--encoder-weights", "none", "--decoder-filters", "16,8,8,4", "--fuse-filters", "0,12,0,0",
-                    "--skips", "outputs", "--stem-stride", "2", "--bn-momentum", "0.95", "--epochs", "1",
+                    "--skips", "outputs", "--bn-momentum", "0.95", "--epochs", "1",
                     "--fine-tune-epochs", "0", "--tta", "none",
                     "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 0
@@ -464,7 +465,7 @@ def test_mobilenet_unet_options_reach_the_trained_model(tmp_path, capsys):
     assert model.get_layer("up1").layers[1].momentum == pytest.approx(0.95)  # the decoder's too
     settings = json.loads((run / "metrics.json").read_text())["settings"]
     assert settings["decoder_filters"] == [16, 8, 8, 4] and settings["fuse_filters"] == [0, 12, 0, 0]
-    assert settings["skips"] == "outputs" and settings["stem_stride"] == "2"
+    assert settings["skips"] == "outputs" and settings["stem_stride"] == "auto"
 
 
 def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
@@ -476,6 +477,9 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
         [], ["--image-size", "64"], ["--image-size", "160"], ["--image-size", "192", "--crop", "128"],
         ["--image-size", "192", "--stem-stride", "1"], ["--stem-stride", "2"])]
     assert [train_mobilenet_unet.stem_stride(args.stem_stride, args.image_size) for args in parsed] == [1, 1, 2, 2, 1, 2]
+    # from random weights there is no pretrained scale to match: auto keeps stride 2, an explicit 1 stays 1
+    assert [train_mobilenet_unet.stem_stride(args.stem_stride, args.image_size, pretrained=False)
+            for args in parsed] == [2, 2, 2, 2, 1, 2]
     assert train_mobilenet_unet.architecture(128)["stem_stride"] == 1 and train_mobilenet_unet.architecture(192)[
         "stem_stride"] == 2  # the default model that benchmarks and tests build
     for option, value, message in (
