@@ -59,7 +59,7 @@ SKIPS = "expansions"
 # 43% more time, the 192-px recipe lost 0.012 (BENCHMARKS.md, session 18). From random weights
 # there is no pretrained scale to match and the whole encoder trains, at four times the cost: 20
 # epochs unstrided took 2.1 times as long as strided, and 40 strided epochs, in less time than
-# that, scored 0.018 more (session 19). So 'auto' keeps the stride there.
+# that, scored 0.015 to 0.018 more on two folds (session 19). So 'auto' keeps the stride there.
 STEM_STRIDE = "auto"
 UNSTRIDED_STEM_UP_TO = 128
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
