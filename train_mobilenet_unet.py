@@ -109,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stem_stride(value: str, image_size: int, pretrained: bool = True) -> int:
-    """--stem-stride as a number, 'auto' resolved by --image-size and whether the encoder starts pretrained
-    (saved as given, so a resumed run resolves alike)."""
+    """--stem-stride as a number, 'auto' resolved by --image-size and whether the encoder starts pretrained.
+
+    Only new runs are built from it: config.json keeps the value as given, and --resume loads the saved
+    model, whose stride is whatever it was built with."""
     if value == "auto":
         return 1 if pretrained and image_size <= UNSTRIDED_STEM_UP_TO else 2
     return int(value)
