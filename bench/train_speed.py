@@ -12,9 +12,11 @@ A second table times whole runs: train_unet.py against the tutorial's way (its p
 compile and model.fit, validating each epoch) for the same steps on the synthetic set, each
 in a fresh process, start-up included; a third, what each of the run folder's per-epoch
 writes costs for each model; a fourth, the first step of each phase (the train step's trace)
-with the recipe's AdamW against Keras' own, which reads the schedule once per variable.
+with the recipe's AdamW against Keras' own, which reads the schedule once per variable; a fifth,
+what the MobileNetV2 U-Net's unstrided first convolution (--stem-stride 1, the default at 128 px)
+costs a step in each phase against MobileNetV2's stride 2, and the encoder's forward pass alone.
 
-    python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3] [--tables throughput,whole,writes,first]
+    python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3] [--tables throughput,whole,writes,first,stem]
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from _common import REPO, machine, print_table
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import data  # noqa: E402
 import recipe  # noqa: E402
@@ -40,7 +44,7 @@ import training  # noqa: E402
 from models import build_mobilenet_unet, build_unet  # noqa: E402
 from models.mobilenet_unet import set_encoder_trainable  # noqa: E402
 
-TABLES = ("throughput", "whole", "writes", "first")
+TABLES = ("throughput", "whole", "writes", "first", "stem")
 
 
 def images_per_second(model, x, y, steps: int, warmup: int) -> float:
@@ -213,6 +217,55 @@ def first_steps(repeats: int) -> list[list]:
     return rows
 
 
+def stem_steps(steps: int, warmup: int, repeats: int) -> list[list]:
+    """Milliseconds a train step of the default MobileNetV2 U-Net takes at each stem stride, in each phase.
+
+    The whole-run ratio of the defaults to the tutorial's recipe (BENCHMARKS.md, section 1) takes
+    ten minutes of real photos to measure, and its margin under the issue's 1.5 depends on the
+    machine; these steps take a minute and show where stride 1's extra time goes on the machine
+    at hand. Each phase is compiled as training.compile_phase does at the scripts' defaults (batch
+    16 at 128 px, random weights: the arithmetic is the same); the settings alternate `repeats`
+    times, `steps` timed steps each, medians. The last row weighs the two phases' steps by the
+    default epochs: the share of a whole run's time that the steps take, as a ratio.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 128, 128, 3)).astype(np.float32)
+    y = rng.integers(0, 3, (16, 128, 128, 1)).astype(np.int32)
+    defaults = train_mobilenet_unet.build_parser().parse_args(["--data", "synthetic"])
+    timed: dict[tuple[str, int], Callable[[], object]] = {}
+    for stride in (2, 1):
+        for phase, fine_tuning in (("frozen", False), ("fine-tuning", True)):
+            model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
+                                         **{**train_mobilenet_unet.architecture(128), "stem_stride": stride})
+            if fine_tuning:
+                set_encoder_trainable(model, True, from_layer=defaults.fine_tune_from)
+            training.compile_phase(model, defaults, defaults.learning_rate, phase_steps=1000, steps_per_epoch=15,
+                                   class_names=data.OXFORD_CLASS_NAMES)
+            timed[phase, stride] = lambda model=model: model.train_on_batch(x, y)
+        encoder = tf.function(lambda images, encoder=model.get_layer("encoder"): encoder(images, training=False))
+        timed["encoder", stride] = lambda encoder=encoder: [output.numpy() for output in encoder(x)]
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in timed}
+    for step in timed.values():
+        for _ in range(warmup):
+            step()
+    for _ in range(repeats):
+        for key, step in timed.items():
+            for _ in range(steps):
+                started = time.perf_counter()
+                step()
+                times[key].append(time.perf_counter() - started)
+    ms = {key: 1000 * statistics.median(runs) for key, runs in times.items()}
+    rows = [[label, f"{ms[key, 2]:.0f}", f"{ms[key, 1]:.0f}", f"{ms[key, 1] / ms[key, 2]:.2f}"]
+            for key, label in (("frozen", "a train step, frozen encoder"),
+                               ("fine-tuning", f"a train step, fine-tuning from {defaults.fine_tune_from}"),
+                               ("encoder", "the encoder's forward pass alone"))]
+    epochs = {"frozen": defaults.epochs, "fine-tuning": defaults.fine_tune_epochs}
+    weighed = {stride: sum(epochs[phase] * ms[phase, stride] for phase in epochs) for stride in (2, 1)}
+    rows.append([f"{defaults.epochs} frozen + {defaults.fine_tune_epochs} fine-tuning epochs' steps",
+                 "", "", f"{weighed[1] / weighed[2]:.2f}"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (default: 5)")
@@ -239,6 +292,10 @@ def main() -> None:
         print_table(f"A phase's first train step (trace included) and a later one, batch 16 at 128 px, seconds, "
                     f"median of {args.repeats}", ["phase", "optimizer", "first step", "later step"],
                     first_steps(args.repeats))
+    if "stem" in tables:
+        print_table(f"The MobileNetV2 U-Net's first convolution at stride 2 and 1, batch 16 at 128 px, milliseconds, "
+                    f"median of {args.repeats} x {args.steps} steps", ["step", "stride 2", "stride 1", "ratio"],
+                    stem_steps(args.steps, args.warmup, args.repeats))
 
 
 if __name__ == "__main__":
