@@ -58,6 +58,17 @@ def images_per_second(model, x, y, steps: int, warmup: int) -> float:
     return len(x) / statistics.median(times)
 
 
+def default_mobilenet_unet(fine_tuning: bool = False, **overrides) -> keras.Model:
+    """The MobileNetV2 script's default model at 128 px, with random weights (the arithmetic is the
+    same); when `fine_tuning`, its encoder unfrozen from the script's layer as its second phase does.
+    `overrides` replace the builder's keywords (stem_stride=2)."""
+    model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
+                                 **{**train_mobilenet_unet.architecture(128), **overrides})
+    if fine_tuning:
+        set_encoder_trainable(model, True, from_layer=train_mobilenet_unet.FINE_TUNE_FROM)
+    return model
+
+
 def throughput(args: argparse.Namespace) -> None:
     """Images a second of the project's compile against the tutorial's, same architecture, batch sizes apart."""
     rng = np.random.default_rng(0)
@@ -136,8 +147,7 @@ def per_epoch_costs() -> list[list]:
                 "mean_iou": 0.3, "val_mean_iou": 0.3} for e in range(1, 21)]
     columns = []
     for module, build in ((train_unet, lambda: build_unet((128, 128, 3), 3)),
-                          (train_mobilenet_unet, lambda: build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
-                                                                        **train_mobilenet_unet.architecture(128)))):
+                          (train_mobilenet_unet, default_mobilenet_unet)):
         model = build()
         training.compile_phase(model, module.build_parser().parse_args(["--data", "synthetic"]), 1e-3, 100, 10,
                                data.OXFORD_CLASS_NAMES)
@@ -179,16 +189,9 @@ def first_steps(repeats: int) -> list[list]:
     128 px); Keras' own AdamW is the same compile with the optimizer left as Keras makes it.
     The two alternate, each in a fresh model, `repeats` times; medians.
     """
-    def mobilenet(fine_tuning: bool):
-        model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
-                                     **train_mobilenet_unet.architecture(128))
-        if fine_tuning:
-            set_encoder_trainable(model, True, from_layer=train_mobilenet_unet.FINE_TUNE_FROM)
-        return model
-
     phases = (("U-Net", train_unet, lambda: build_unet((128, 128, 3), 3)),
-              ("MobileNetV2 U-Net, frozen encoder", train_mobilenet_unet, lambda: mobilenet(False)),
-              ("MobileNetV2 U-Net, fine-tuning", train_mobilenet_unet, lambda: mobilenet(True)))
+              ("MobileNetV2 U-Net, frozen encoder", train_mobilenet_unet, default_mobilenet_unet),
+              ("MobileNetV2 U-Net, fine-tuning", train_mobilenet_unet, lambda: default_mobilenet_unet(True)))
     rng = np.random.default_rng(0)
     x = rng.random((16, 128, 128, 3)).astype(np.float32)
     y = rng.integers(0, 3, (16, 128, 128, 1)).astype(np.int32)
@@ -235,15 +238,13 @@ def stem_steps(steps: int, warmup: int, repeats: int) -> list[list]:
     timed: dict[tuple[str, int], Callable[[], object]] = {}
     for stride in (2, 1):
         for phase, fine_tuning in (("frozen", False), ("fine-tuning", True)):
-            model = build_mobilenet_unet((128, 128, 3), 3, encoder_weights=None,
-                                         **{**train_mobilenet_unet.architecture(128), "stem_stride": stride})
-            if fine_tuning:
-                set_encoder_trainable(model, True, from_layer=defaults.fine_tune_from)
+            model = default_mobilenet_unet(fine_tuning, stem_stride=stride)
             training.compile_phase(model, defaults, defaults.learning_rate, phase_steps=1000, steps_per_epoch=15,
                                    class_names=data.OXFORD_CLASS_NAMES)
             timed[phase, stride] = lambda model=model: model.train_on_batch(x, y)
-        encoder = tf.function(lambda images, encoder=model.get_layer("encoder"): encoder(images, training=False))
-        timed["encoder", stride] = lambda encoder=encoder: [output.numpy() for output in encoder(x)]
+            if not fine_tuning:  # the encoder's forward pass alone, as the frozen phase runs it
+                encoder = tf.function(lambda images, layer=model.get_layer("encoder"): layer(images, training=False))
+                timed["encoder", stride] = lambda encoder=encoder: [output.numpy() for output in encoder(x)]
     times: dict[tuple[str, int], list[float]] = {key: [] for key in timed}
     for step in timed.values():
         for _ in range(warmup):
@@ -257,7 +258,7 @@ def stem_steps(steps: int, warmup: int, repeats: int) -> list[list]:
     ms = {key: 1000 * statistics.median(runs) for key, runs in times.items()}
     rows = [[label, f"{ms[key, 2]:.0f}", f"{ms[key, 1]:.0f}", f"{ms[key, 1] / ms[key, 2]:.2f}"]
             for key, label in (("frozen", "a train step, frozen encoder"),
-                               ("fine-tuning", f"a train step, fine-tuning from {defaults.fine_tune_from}"),
+                               ("fine-tuning", "a train step, fine-tuning from " + train_mobilenet_unet.FINE_TUNE_FROM),
                                ("encoder", "the encoder's forward pass alone"))]
     epochs = {"frozen": defaults.epochs, "fine-tuning": defaults.fine_tune_epochs}
     weighed = {stride: sum(epochs[phase] * ms[phase, stride] for phase in epochs) for stride in (2, 1)}
