@@ -23,7 +23,8 @@ import training  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from models import build_mobilenet_unet  # noqa: E402
 from models import mobilenet_unet  # noqa: E402
-from models.mobilenet_unet import encoder_layer_index, set_encoder_trainable  # noqa: E402
+from models.mobilenet_unet import (encoder_layer_index, set_encoder_trainable, stem_stride_of,  # noqa: E402
+                                   with_stem_stride)
 
 # The measured recipe (BENCHMARKS.md): 10 epochs on the frozen encoder, then 10 fine-tuning it
 # from block 6 on. On the validation photos, the same 20 epochs all frozen scored 0.025 mean IoU
@@ -62,6 +63,11 @@ SKIPS = "expansions"
 # that, scored 0.015 to 0.018 more on two folds (session 19). So 'auto' keeps the stride there.
 STEM_STRIDE = "auto"
 UNSTRIDED_STEM_UP_TO = 128
+# Stride 2 on the frozen encoder, 1 while fine-tuning: the frozen phase is where stride 1 costs the
+# least quality to leave out. On five folds 0.753 mean IoU (stride 1 throughout 0.757, stride 2
+# 0.747), with the default epochs' steps taking 1.26 times stride 2's time instead of 1.47
+# (BENCHMARKS.md, session 20). The middle way for a machine where stride 1 costs too much.
+STRIDE_2_THEN_1 = "2,1"
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
                    "and give its path (--encoder-weights PATH)")
 
@@ -88,13 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(144, 192, 576 channels), or 'outputs', the block outputs they expand (24, 32, 96 channels), which "
         "made a whole run 18%% faster for 0.002 less mean IoU on average with --stem-stride 2, but only 4%% "
         "faster for 0.0045 less with the unstrided first convolution (see BENCHMARKS.md)")
-    add("--stem-stride", choices=("auto", "1", "2"), default=STEM_STRIDE,
+    add("--stem-stride", choices=("auto", "1", "2", STRIDE_2_THEN_1), default=STEM_STRIDE,
+        metavar=f"auto|1|2|{STRIDE_2_THEN_1}",
         help="stride of the encoder's first convolution: 2 is MobileNetV2's; 1 keeps the photo's resolution, "
         "so the whole encoder works at twice it (the features it passes to the decoder averaged back to "
         "their usual scales): four times the encoder's arithmetic, no more parameters; at 128 px +0.009 "
         f"mean IoU for 35 to 50%% more time. 'auto': 1 up to --image-size {UNSTRIDED_STEM_UP_TO}, 2 above, "
         "where it gained little or lost, and 2 with --encoder-weights none, where twice the epochs at stride 2 "
-        "took less time and scored higher (see BENCHMARKS.md)")
+        f"took less time and scored higher. '{STRIDE_2_THEN_1}': 2 on the frozen encoder, 1 from the first "
+        "fine-tuning epoch on (the model rebuilt with the same weights): at 128 px +0.006 mean IoU over 2 for "
+        "about 25%% more time, the middle way when 1 costs too much (see BENCHMARKS.md)")
     add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
         help="after the frozen-encoder epochs (--epochs), unfreeze the encoder (its BatchNorm stays in "
@@ -109,12 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stem_stride(value: str, image_size: int, pretrained: bool = True) -> int:
-    """--stem-stride as a number, 'auto' resolved by --image-size and whether the encoder starts pretrained.
+    """The stride a new run's model is built with: --stem-stride as a number, 'auto' resolved by --image-size and
+    whether the encoder starts pretrained, '2,1' starting at 2 (the fine-tuning phase switches it to 1).
 
     Only new runs are built from it: config.json keeps the value as given, and --resume loads the saved
     model, whose stride is whatever it was built with."""
     if value == "auto":
         return 1 if pretrained and image_size <= UNSTRIDED_STEM_UP_TO else 2
+    if value == STRIDE_2_THEN_1:
+        return 2
     return int(value)
 
 
@@ -152,11 +164,18 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.
     args = options.parse_args(build_parser(), argv)
     if args.fine_tune_epochs < 0 or args.fine_tune_learning_rate <= 0:
         raise UserError("--fine-tune-epochs must be 0 or more and --fine-tune-learning-rate positive")
+    if args.stem_stride == STRIDE_2_THEN_1 and args.fine_tune_epochs == 0:
+        raise UserError(f"--stem-stride {STRIDE_2_THEN_1} switches to stride 1 when fine-tuning starts: it needs "
+                        "--fine-tune-epochs above 0 (for stride 2 throughout, give --stem-stride 2)")
     phases = [training.Phase(args.epochs, args.learning_rate)]
     if args.fine_tune_epochs > 0:
-        def unfreeze_encoder(model) -> None:
+        def unfreeze_encoder(model: keras.Model) -> keras.Model:
+            if args.stem_stride == STRIDE_2_THEN_1 and stem_stride_of(model) == 2:
+                model = with_stem_stride(model, 1, decoder_filters=args.decoder_filters,
+                                         fuse_filters=args.fuse_filters, skips=args.skips)
             first = None if args.fine_tune_from == "all" or from_scratch(args) else args.fine_tune_from
             set_encoder_trainable(model, True, batchnorm=from_scratch(args), from_layer=first)
+            return model
 
         phases.append(training.Phase(args.epochs + args.fine_tune_epochs, args.fine_tune_learning_rate, unfreeze_encoder))
     return training.train(args, build_model, phases, callbacks=callbacks)

@@ -48,11 +48,15 @@ BuildModel = Callable[[argparse.Namespace, tuple[int, int, int], int], keras.Mod
 
 @dataclass
 class Phase:
-    """Train until epoch `until` at peak `learning_rate`; `prepare` changes the model first."""
+    """Train until epoch `until` at peak `learning_rate`; `prepare` changes the model first.
+
+    `prepare` changes the model in place and returns None, or returns the model to train from
+    then on (a rebuilt one, such as the MobileNetV2 U-Net's unstrided copy for fine-tuning).
+    """
 
     until: int
     learning_rate: float
-    prepare: Callable[[keras.Model], None] | None = None
+    prepare: Callable[[keras.Model], keras.Model | None] | None = None
 
 
 # --------------------------------------------------------------------------- devices
@@ -255,7 +259,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
           f"each epoch); {steps_per_epoch} steps an epoch" + (f" ({passes} passes)" if passes > 1 else ""))
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
-        predictor = keras_predictor(model)  # traced once: the panel each epoch, the test split at the end
+        # traced once (again if a phase rebuilds the model): the panel each epoch, the test split at the end
+        predictor = keras_predictor(model)
         recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy(), predictor)
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path / "logs"), write_graph=False)
         started = time.perf_counter()
@@ -270,7 +275,12 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                     with strategy.scope():
                         if epoch == phase_start:  # a fresh phase: its own optimizer and schedule
                             if phase.prepare is not None:
-                                phase.prepare(model)
+                                rebuilt = phase.prepare(model)
+                                if rebuilt is not None:  # saved as last.keras after this phase's epochs
+                                    model = rebuilt
+                                    if args.crop is not None:
+                                        train_on_windows(model, args.crop)
+                                    predictor = recorder.predict = keras_predictor(model)
                                 recipe.configure_batchnorm(model, args.bn_momentum, synchronized)
                             compile_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, names)
                         else:  # resumed mid-phase: the same optimizer state, the schedule of the current plan

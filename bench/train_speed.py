@@ -229,7 +229,8 @@ def stem_steps(steps: int, warmup: int, repeats: int) -> list[list]:
     at hand. Each phase is compiled as training.compile_phase does at the scripts' defaults (batch
     16 at 128 px, random weights: the arithmetic is the same); the settings alternate `repeats`
     times, `steps` timed steps each, medians. The last row weighs the two phases' steps by the
-    default epochs: how much longer stride 1 makes the steps of a default run, most of its time.
+    default epochs: how much longer stride 1 makes the steps of a default run, most of its time;
+    and the same for --stem-stride 2,1, stride 2's frozen steps and stride 1's fine-tuning ones.
     """
     rng = np.random.default_rng(0)
     x = rng.random((16, 128, 128, 3)).astype(np.float32)
@@ -264,6 +265,9 @@ def stem_steps(steps: int, warmup: int, repeats: int) -> list[list]:
     weighed = {stride: sum(epochs[phase] * ms[phase, stride] for phase in epochs) for stride in (2, 1)}
     rows.append([f"{defaults.epochs} frozen + {defaults.fine_tune_epochs} fine-tuning epochs' steps",
                  "", "", f"{weighed[1] / weighed[2]:.2f}"])
+    switched = epochs["frozen"] * ms["frozen", 2] + epochs["fine-tuning"] * ms["fine-tuning", 1]
+    rows.append([f"the same, stride 2 frozen then 1 (--stem-stride {train_mobilenet_unet.STRIDE_2_THEN_1})",
+                 "", "", f"{switched / weighed[2]:.2f}"])
     return rows
 
 

@@ -134,6 +134,26 @@ def _unstrided_stem(base: keras.Model, input_shape: tuple[int, int, int]) -> ker
     return rebuilt
 
 
+def with_stem_stride(model: keras.Model, stem_stride: int, **architecture) -> keras.Model:
+    """A copy of the MobileNetV2 U-Net `model` with its encoder's first convolution at `stem_stride`.
+
+    Every weight carries over: neither Conv1's kernel nor any other weight depends on the stride,
+    and the joins' 2x2 averages of an unstrided stem have none. That lets a run train its frozen
+    phase at stride 2, cheaply, and fine-tune at stride 1 (--stem-stride 2,1). `architecture`: the
+    builder's keywords `model` was built with (decoder_filters, fuse_filters, skips); a mismatch
+    is a ValueError from Keras' set_weights. The copy's encoder is frozen, as the builder's is.
+    """
+    rebuilt = build_mobilenet_unet(tuple(model.input_shape[1:]), model.output_shape[-1], encoder_weights=None,
+                                   stem_stride=stem_stride, name=model.name, **architecture)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def stem_stride_of(model: keras.Model) -> int:
+    """The stride of the encoder's first convolution in a built MobileNetV2 U-Net."""
+    return model.get_layer(ENCODER_NAME).get_layer("Conv1").strides[0]
+
+
 def _resolve_weights(encoder_weights: str | os.PathLike | None) -> str | None:
     if encoder_weights is None or str(encoder_weights).lower() == "none":
         return None

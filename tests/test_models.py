@@ -8,7 +8,7 @@ import pytest
 
 from models import build_mobilenet_unet, build_unet, upsample
 from models import sizes
-from models.mobilenet_unet import set_encoder_trainable
+from models.mobilenet_unet import set_encoder_trainable, stem_stride_of, with_stem_stride
 
 
 def trainable_count(model):
@@ -162,6 +162,27 @@ def test_an_unstrided_stem_keeps_the_loaded_weights(tmp_path):
     for name in ("Conv1", "bn_Conv1", "block_6_depthwise", "block_16_project"):
         for loaded, saved in zip(encoder.get_layer(name).weights, source.get_layer(name).weights):
             np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
+
+
+def test_a_copy_at_the_other_stem_stride_carries_every_weight_and_back():
+    """--stem-stride 2,1 rebuilds the model unstrided when fine-tuning starts: nothing learnt may be lost."""
+    architecture = dict(decoder_filters=(32, 16, 16, 8), fuse_filters=(0, 8, 8, 0), skips="outputs")
+    keras.utils.set_random_seed(0)
+    strided = build_mobilenet_unet((64, 96, 3), encoder_weights=None, **architecture)
+    unstrided = with_stem_stride(strided, 1, **architecture)
+    back = with_stem_stride(unstrided, 2, **architecture)
+    assert [stem_stride_of(model) for model in (strided, unstrided, back)] == [2, 1, 2]
+    assert unstrided.name == strided.name and unstrided.output_shape == (None, 64, 96, 3)
+    assert not unstrided.get_layer("encoder").trainable  # as the builder leaves it: the caller unfreezes
+    assert len(unstrided.weights) == len(strided.weights) == 283
+    for copied, learnt in zip(unstrided.get_weights(), strided.get_weights()):  # BatchNorm's statistics too
+        np.testing.assert_array_equal(copied, learnt)
+    image = np.random.default_rng(1).random((2, 64, 96, 3)).astype("float32")
+    # the same weights on twice the resolution give other logits; back at stride 2, the very same ones
+    assert np.abs(unstrided(image).numpy() - strided(image).numpy()).max() > 1e-3
+    np.testing.assert_array_equal(back(image).numpy(), strided(image).numpy())
+    with pytest.raises(ValueError, match="weight shape"):  # not the architecture it was built with
+        with_stem_stride(strided, 1, **{**architecture, "decoder_filters": (32, 16, 16, 16)})
 
 
 @pytest.mark.parametrize("size, stem_stride, built_at", [(96, 2, 96), (64, 1, 128), (128, 1, 256)])

@@ -19,6 +19,7 @@ import train_unet
 import training
 from conftest import run_main, run_subprocess
 from inference import keras_predictor, with_test_time_augmentation
+from models.mobilenet_unet import stem_stride_of
 
 SMALL_UNET = ["--filters", "4,8,8,8,8,8"]
 QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1",
@@ -483,7 +484,7 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
     assert train_mobilenet_unet.architecture(128)["stem_stride"] == 1 and train_mobilenet_unet.architecture(192)[
         "stem_stride"] == 2  # the default model that benchmarks and tests build
     for option, value, message in (
-            ("--stem-stride", "4", "argument --stem-stride: invalid choice: '4' (choose from 'auto', '1', '2')"),
+            ("--stem-stride", "4", "argument --stem-stride: invalid choice: '4' (choose from 'auto', '1', '2', '2,1')"),
             ("--skips", "inputs", "argument --skips: invalid choice: 'inputs' (choose from 'expansions', 'outputs')"),
             ("--decoder-filters", "16,8", "argument --decoder-filters: '16,8': give 4 widths, one per block"),
             ("--fuse-filters", "0,0,-48,0", "argument --fuse-filters: '0,0,-48,0': widths must be 0 or more")):
@@ -491,6 +492,52 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
             train_mobilenet_unet.main(QUICK + [option, value, "--output", str(tmp_path / "r")])
         assert exited.value.code == 2
         assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_switched_model(tmp_path, monkeypatch):
+    """--stem-stride 2,1: the frozen epochs at stride 2, then the model rebuilt unstrided with its weights.
+
+    Stopped after the frozen epoch, the run resumes into the switch; the 32-px windows (--crop) must
+    still fit the rebuilt model, and the final figures must be the saved model's, not those of a
+    predictor traced before the switch.
+    """
+    weights = tmp_path / "mobilenet_no_top.weights.h5"
+    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
+    run = tmp_path / "run"
+    original = rundir.RunRecorder.on_epoch_end
+
+    def stop_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", stop_after_first_epoch)
+    argv = QUICK + ["--encoder-weights", str(weights), "--stem-stride", "2,1", "--crop", "32", "--epochs", "1",
+                    "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", str(run)]
+    assert train_mobilenet_unet.main(argv) == 130
+    frozen = keras.models.load_model(run / "last.keras")
+    assert stem_stride_of(frozen) == 2 and not frozen.get_layer("encoder").trainable
+
+    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", original)
+    assert train_mobilenet_unet.main(["--resume", str(run)]) == 0
+    metrics = check_run_folder(run, epochs=2)
+    last = keras.models.load_model(run / "last.keras")
+    encoder = last.get_layer("encoder")
+    assert stem_stride_of(last) == 1 and encoder.get_layer("Conv1").output.shape[1:3] == (64, 64)
+    assert encoder.get_layer("block_6_expand").trainable and not encoder.get_layer("block_5_expand").trainable
+    assert last.count_params() == frozen.count_params()
+    assert metrics["settings"]["stem_stride"] == "2,1"
+    _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
+    mirrored = with_test_time_augmentation(keras_predictor(last), "flip")
+    figures = evaluation.evaluate(mirrored, photos, list(data.OXFORD_CLASS_NAMES)).figures()
+    assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
+
+
+def test_stride_2_then_1_needs_fine_tuning_epochs(tmp_path, capsys):
+    argv = QUICK + ["--stem-stride", "2,1", "--fine-tune-epochs", "0", "--output", str(tmp_path / "r")]
+    status, err = run_script(train_mobilenet_unet, argv, capsys)
+    assert status == 2 and ("--stem-stride 2,1 switches to stride 1 when fine-tuning starts: it needs "
+                            "--fine-tune-epochs above 0 (for stride 2 throughout, give --stem-stride 2)") in err
     assert not (tmp_path / "r").exists()
 
 
