@@ -119,14 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def stem_stride(value: str, image_size: int, pretrained: bool = True) -> int:
     """The stride a new run's model is built with: --stem-stride as a number, 'auto' resolved by --image-size and
-    whether the encoder starts pretrained, '2,1' starting at 2 (the fine-tuning phase switches it to 1).
+    whether the encoder starts pretrained. '2,1' is built as 1 is, so Keras picks the same ImageNet checkpoint
+    (the one for the size the fine-tuned encoder works at), then `build_model` switches it to 2 for the frozen
+    epochs and the fine-tuning phase back to 1.
 
     Only new runs are built from it: config.json keeps the value as given, and --resume loads the saved
     model, whose stride is whatever it was built with."""
     if value == "auto":
         return 1 if pretrained and image_size <= UNSTRIDED_STEM_UP_TO else 2
     if value == STRIDE_2_THEN_1:
-        return 2
+        return 1
     return int(value)
 
 
@@ -135,6 +137,11 @@ def architecture(image_size: int) -> dict:
     without the command line."""
     return {"decoder_filters": DECODER_WIDTHS, "fuse_filters": FUSE_WIDTHS, "skips": SKIPS,
             "stem_stride": stem_stride(STEM_STRIDE, image_size)}
+
+
+def chosen_architecture(args: argparse.Namespace) -> dict:
+    """The builder's keywords the options choose, but the stride."""
+    return {"decoder_filters": args.decoder_filters, "fuse_filters": args.fuse_filters, "skips": args.skips}
 
 
 def from_scratch(args: argparse.Namespace) -> bool:
@@ -146,11 +153,12 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
         with user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError,)), \
                 user_errors(f"--image-size {args.image_size}", (ValueError,)):
             model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,
-                                         decoder_filters=args.decoder_filters, fuse_filters=args.fuse_filters,
-                                         skips=args.skips,
-                                         stem_stride=stem_stride(args.stem_stride, args.image_size, not from_scratch(args)))
+                                         stem_stride=stem_stride(args.stem_stride, args.image_size, not from_scratch(args)),
+                                         **chosen_architecture(args))
     except ConnectionError as error:
         raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
+    if args.stem_stride == STRIDE_2_THEN_1:
+        model = with_stem_stride(model, 2, **chosen_architecture(args))
     if from_scratch(args):
         set_encoder_trainable(model, True, batchnorm=True)
     if args.fine_tune_epochs > 0 and args.fine_tune_from != "all":  # refused now, not after the frozen epochs
@@ -171,8 +179,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.
     if args.fine_tune_epochs > 0:
         def unfreeze_encoder(model: keras.Model) -> keras.Model:
             if args.stem_stride == STRIDE_2_THEN_1 and stem_stride_of(model) == 2:
-                model = with_stem_stride(model, 1, decoder_filters=args.decoder_filters,
-                                         fuse_filters=args.fuse_filters, skips=args.skips)
+                model = with_stem_stride(model, 1, **chosen_architecture(args))
             first = None if args.fine_tune_from == "all" or from_scratch(args) else args.fine_tune_from
             set_encoder_trainable(model, True, batchnorm=from_scratch(args), from_layer=first)
             return model

@@ -533,6 +533,26 @@ def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_s
     assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
 
 
+def test_stride_2_then_1_starts_from_the_imagenet_checkpoint_stride_1_would(monkeypatch):
+    """Keras picks MobileNetV2's checkpoint by the size the encoder works at: '2,1' must start from the one
+    stride 1 gets (twice --image-size; the one its fine-tuned encoder works at), then train its frozen
+    epochs at stride 2 (a copy built without weights, carrying the loaded ones)."""
+    requested, real = [], keras.applications.MobileNetV2
+
+    def offline(input_shape, include_top, weights):
+        requested.append((input_shape[0], weights))
+        return real(input_shape=input_shape, include_top=include_top, weights=None)
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    strides = []
+    for value in ("1", "2,1", "2"):
+        args = train_mobilenet_unet.build_parser().parse_args(
+            ["--image-size", "64", "--stem-stride", value, "--decoder-filters", "32,16,16,8"])
+        strides.append(stem_stride_of(train_mobilenet_unet.build_model(args, (64, 64, 3), 3)))
+    assert strides == [1, 2, 2]
+    assert requested == [(128, "imagenet"), (128, "imagenet"), (64, None), (64, "imagenet")]
+
+
 def test_stride_2_then_1_needs_fine_tuning_epochs(tmp_path, capsys):
     argv = QUICK + ["--stem-stride", "2,1", "--fine-tune-epochs", "0", "--output", str(tmp_path / "r")]
     status, err = run_script(train_mobilenet_unet, argv, capsys)
