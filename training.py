@@ -276,7 +276,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                         if epoch == phase_start:  # a fresh phase: its own optimizer and schedule
                             if phase.prepare is not None:
                                 rebuilt = phase.prepare(model)
-                                if rebuilt is not None:  # saved as last.keras after this phase's epochs
+                                if rebuilt is not None and rebuilt is not model:  # saved as last.keras from now on
                                     model = rebuilt
                                     if args.crop is not None:
                                         train_on_windows(model, args.crop)
