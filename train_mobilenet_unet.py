@@ -1,9 +1,9 @@
 """Train the U-Net with a frozen ImageNet MobileNetV2 encoder and a pix2pix decoder (plus a convolution at two joins).
 
-With no options: Oxford-IIIT Pet through TensorFlow Datasets at 128x128 (the encoder's first
-convolution unstrided, so it works at twice that resolution), 10 epochs on the frozen encoder then
-10 fine-tuning its deeper two thirds, validated on the test split, with the recipe measured best
-per training minute on real photos (see BENCHMARKS.md).
+With no options: Oxford-IIIT Pet through TensorFlow Datasets at 128x128, 10 epochs on the frozen
+encoder then 10 fine-tuning its deeper two thirds with its first convolution unstrided (so it works
+at twice that resolution), validated on the test split, with the recipe measured best per training
+minute on real photos (see BENCHMARKS.md).
 Example: python train_mobilenet_unet.py --epochs 20 --fine-tune-epochs 0   # frozen throughout
 """
 
@@ -63,10 +63,12 @@ SKIPS = "expansions"
 # that, scored 0.015 to 0.018 more on two folds (session 19). So 'auto' keeps the stride there.
 STEM_STRIDE = "auto"
 UNSTRIDED_STEM_UP_TO = 128
-# Stride 2 on the frozen encoder, 1 while fine-tuning: the frozen phase is where stride 1 costs the
-# least quality to leave out. On five folds 0.753 mean IoU (stride 1 throughout 0.757, stride 2
-# 0.747), with the default epochs' steps taking 1.26 times stride 2's time instead of 1.47
-# (BENCHMARKS.md, session 20). The middle way for a machine where stride 1 costs too much.
+# ... and unstrided for the fine-tuning epochs only: the frozen ones at stride 2 (--stem-stride 2,1).
+# Stride 1 throughout took 1.44 to 1.47 times the tutorial recipe's time where it was chosen, but 1.85
+# on a day the same kind of machine ran its larger activations slower; 2,1 took 1.47 then, and kept
+# most of the quality: on five folds 0.753 mean IoU against 0.757 (stride 2 throughout: 0.747)
+# (BENCHMARKS.md, sessions 20 and 21). 1 here makes 'auto' stride 1 throughout again.
+AUTO_FROZEN_STRIDE = 2
 STRIDE_2_THEN_1 = "2,1"
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
                    "and give its path (--encoder-weights PATH)")
@@ -98,12 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=f"auto|1|2|{STRIDE_2_THEN_1}",
         help="stride of the encoder's first convolution: 2 is MobileNetV2's; 1 keeps the photo's resolution, "
         "so the whole encoder works at twice it (the features it passes to the decoder averaged back to "
-        "their usual scales): four times the encoder's arithmetic, no more parameters; at 128 px +0.009 "
-        f"mean IoU for 35 to 50%% more time. 'auto': 1 up to --image-size {UNSTRIDED_STEM_UP_TO}, 2 above, "
-        "where it gained little or lost, and 2 with --encoder-weights none, where twice the epochs at stride 2 "
-        f"took less time and scored higher. '{STRIDE_2_THEN_1}': 2 on the frozen encoder, 1 from the first "
-        "fine-tuning epoch on (the model rebuilt with the same weights): at 128 px +0.006 mean IoU over 2 for "
-        "about 25%% more time, the middle way when 1 costs too much (see BENCHMARKS.md)")
+        "their usual scales): four times the encoder's arithmetic, no more parameters; at 128 px +0.010 "
+        f"mean IoU for 35 to 60%% more time. '{STRIDE_2_THEN_1}': 2 on the frozen encoder, 1 from the first "
+        "fine-tuning epoch on (the model rebuilt with the same weights): at 128 px +0.006 for about 25%% more "
+        f"time. 'auto': '{STRIDE_2_THEN_1}' up to --image-size {UNSTRIDED_STEM_UP_TO}, 2 above, where stride 1 "
+        "gained little or lost, and 2 with --encoder-weights none, where twice the epochs at stride 2 took less "
+        "time and scored higher (see BENCHMARKS.md)")
     add = options.group(parser, "optimization").add_argument
     add("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS,
         help="after the frozen-encoder epochs (--epochs), unfreeze the encoder (its BatchNorm stays in "
@@ -117,26 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def stem_stride(value: str, image_size: int, pretrained: bool = True) -> int:
-    """The stride a new run's model is built with: --stem-stride as a number, 'auto' resolved by --image-size and
-    whether the encoder starts pretrained. '2,1' is built as 1 is, so Keras picks the same ImageNet checkpoint
-    (the one for the size the fine-tuned encoder works at), then `build_model` switches it to 2 for the frozen
-    epochs and the fine-tuning phase back to 1.
+def stem_strides(value: str, image_size: int, pretrained: bool = True) -> tuple[int, int]:
+    """--stem-stride as the strides of the frozen epochs and of the fine-tuning ones, 'auto' resolved by
+    --image-size and whether the encoder starts pretrained.
 
-    Only new runs are built from it: config.json keeps the value as given, and --resume loads the saved
-    model, whose stride is whatever it was built with."""
+    A model that changes stride between the phases is rebuilt with its weights (`with_stem_stride`). A
+    resumed run goes on with the saved model's stride and switches it, if need be, when fine-tuning starts."""
     if value == "auto":
-        return 1 if pretrained and image_size <= UNSTRIDED_STEM_UP_TO else 2
+        return (AUTO_FROZEN_STRIDE, 1) if pretrained and image_size <= UNSTRIDED_STEM_UP_TO else (2, 2)
     if value == STRIDE_2_THEN_1:
-        return 1
-    return int(value)
+        return 2, 1
+    return int(value), int(value)
 
 
-def architecture(image_size: int) -> dict:
+def architecture(image_size: int, fine_tuning: bool = True) -> dict:
     """The builder's keywords for the default model at `image_size`, for benchmarks and tests that build it
-    without the command line."""
+    without the command line: the model of the fine-tuning epochs, which a run saves, or of the frozen ones."""
     return {"decoder_filters": DECODER_WIDTHS, "fuse_filters": FUSE_WIDTHS, "skips": SKIPS,
-            "stem_stride": stem_stride(STEM_STRIDE, image_size)}
+            "stem_stride": stem_strides(STEM_STRIDE, image_size)[fine_tuning]}
 
 
 def chosen_architecture(args: argparse.Namespace) -> dict:
@@ -149,16 +149,19 @@ def from_scratch(args: argparse.Namespace) -> bool:
 
 
 def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):
+    frozen, fine_tuning = stem_strides(args.stem_stride, args.image_size, not from_scratch(args))
+    final = fine_tuning if args.fine_tune_epochs > 0 else frozen
     try:
         with user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError,)), \
                 user_errors(f"--image-size {args.image_size}", (ValueError,)):
+            # built at the stride of the last epochs, so that Keras picks the ImageNet checkpoint for the
+            # size the trained encoder works at; then switched for the frozen epochs if they differ
             model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,
-                                         stem_stride=stem_stride(args.stem_stride, args.image_size, not from_scratch(args)),
-                                         **chosen_architecture(args))
+                                         stem_stride=final, **chosen_architecture(args))
     except ConnectionError as error:
         raise UserError(f"{error}. {OFFLINE_WEIGHTS}") from error
-    if args.stem_stride == STRIDE_2_THEN_1:
-        model = with_stem_stride(model, 2, **chosen_architecture(args))
+    if frozen != final:
+        model = with_stem_stride(model, frozen, **chosen_architecture(args))
     if from_scratch(args):
         set_encoder_trainable(model, True, batchnorm=True)
     if args.fine_tune_epochs > 0 and args.fine_tune_from != "all":  # refused now, not after the frozen epochs
@@ -177,9 +180,11 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.
                         "--fine-tune-epochs above 0 (for stride 2 throughout, give --stem-stride 2)")
     phases = [training.Phase(args.epochs, args.learning_rate)]
     if args.fine_tune_epochs > 0:
+        stride = stem_strides(args.stem_stride, args.image_size, not from_scratch(args))[1]
+
         def unfreeze_encoder(model: keras.Model) -> keras.Model:
-            if args.stem_stride == STRIDE_2_THEN_1 and stem_stride_of(model) == 2:
-                model = with_stem_stride(model, 1, **chosen_architecture(args))
+            if stem_stride_of(model) != stride:
+                model = with_stem_stride(model, stride, **chosen_architecture(args))
             first = None if args.fine_tune_from == "all" or from_scratch(args) else args.fine_tune_from
             set_encoder_trainable(model, True, batchnorm=from_scratch(args), from_layer=first)
             return model

@@ -84,9 +84,9 @@ VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other m
                   "defaults, half-width decoder": ["--decoder-filters", "256,128,64,32"],
                   "defaults, pix2pix's joins (no fuse convolution)": ["--fuse-filters", "0,0,0,0"],
                   "defaults joining the encoder's block outputs (--skips outputs)": ["--skips", "outputs"],
-                  "defaults, MobileNetV2's strided first convolution (--stem-stride 2)": ["--stem-stride", "2"],
-                  "defaults, strided first convolution on the frozen encoder, unstrided fine-tuning (--stem-stride 2,1)": [
-                      "--stem-stride", "2,1"],
+                  "defaults, MobileNetV2's strided first convolution throughout (--stem-stride 2)": ["--stem-stride", "2"],
+                  "defaults, the first convolution unstrided in the frozen epochs too (--stem-stride 1)": [
+                      "--stem-stride", "1"],
                   "defaults at 160 px, trained on 128 px windows": ["--image-size", "160", "--crop", "128"],
                   "defaults at 192 px, trained on 160 px windows, half-width decoder, flips only": [
                       "--image-size", "192", "--crop", "160", "--decoder-filters", "256,128,64,32", "--augment", "flip"]},

@@ -102,6 +102,7 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monk
     last = keras.models.load_model(run / "last.keras", safe_mode=True)
     encoder = last.get_layer("encoder")
     assert encoder.trainable and not encoder.get_layer("bn_Conv1").trainable  # fine-tuned, BatchNorm frozen
+    assert stem_stride_of(last) == 1  # --stem-stride auto at 64 px: unstrided once fine-tuning starts
     assert json.loads((run / "metrics.json").read_text())["best_epoch"] in (1, 2)
 
 
@@ -477,12 +478,16 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
     parsed = [train_mobilenet_unet.build_parser().parse_args(argv) for argv in (
         [], ["--image-size", "64"], ["--image-size", "160"], ["--image-size", "192", "--crop", "128"],
         ["--image-size", "192", "--stem-stride", "1"], ["--stem-stride", "2"])]
-    assert [train_mobilenet_unet.stem_stride(args.stem_stride, args.image_size) for args in parsed] == [1, 1, 2, 2, 1, 2]
-    # from random weights there is no pretrained scale to match: auto keeps stride 2, an explicit 1 stays 1
-    assert [train_mobilenet_unet.stem_stride(args.stem_stride, args.image_size, pretrained=False)
-            for args in parsed] == [2, 2, 2, 2, 1, 2]
-    assert train_mobilenet_unet.architecture(128)["stem_stride"] == 1 and train_mobilenet_unet.architecture(192)[
-        "stem_stride"] == 2  # the default model that benchmarks and tests build
+    parsed.append(train_mobilenet_unet.build_parser().parse_args(["--image-size", "192", "--stem-stride", "2,1"]))
+    # (the frozen epochs' stride, the fine-tuning ones'): auto unstrides the fine-tuning up to 128 px
+    assert [train_mobilenet_unet.stem_strides(args.stem_stride, args.image_size) for args in parsed] == [
+        (2, 1), (2, 1), (2, 2), (2, 2), (1, 1), (2, 2), (2, 1)]
+    # from random weights there is no pretrained scale to match: auto keeps stride 2, explicit values stay
+    assert [train_mobilenet_unet.stem_strides(args.stem_stride, args.image_size, pretrained=False)
+            for args in parsed] == [(2, 2), (2, 2), (2, 2), (2, 2), (1, 1), (2, 2), (2, 1)]
+    # the default model that benchmarks and tests build: the fine-tuning epochs' (which a run saves) or the frozen ones'
+    assert [train_mobilenet_unet.architecture(size, fine_tuning)["stem_stride"]
+            for size, fine_tuning in ((128, True), (128, False), (192, True))] == [1, 2, 2]
     for option, value, message in (
             ("--stem-stride", "4", "argument --stem-stride: invalid choice: '4' (choose from 'auto', '1', '2', '2,1')"),
             ("--skips", "inputs", "argument --skips: invalid choice: 'inputs' (choose from 'expansions', 'outputs')"),
@@ -534,9 +539,10 @@ def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_s
 
 
 def test_stride_2_then_1_starts_from_the_imagenet_checkpoint_stride_1_would(monkeypatch):
-    """Keras picks MobileNetV2's checkpoint by the size the encoder works at: '2,1' must start from the one
-    stride 1 gets (twice --image-size; the one its fine-tuned encoder works at), then train its frozen
-    epochs at stride 2 (a copy built without weights, carrying the loaded ones)."""
+    """Keras picks MobileNetV2's checkpoint by the size the encoder works at: '2,1' (and 'auto' at 64 px)
+    must start from the one stride 1 gets (twice --image-size; the one its fine-tuned encoder works at),
+    then train its frozen epochs at stride 2 (a copy built without weights, carrying the loaded ones).
+    Frozen throughout, 'auto' is stride 2 and its checkpoint."""
     requested, real = [], keras.applications.MobileNetV2
 
     def offline(input_shape, include_top, weights):
@@ -545,12 +551,14 @@ def test_stride_2_then_1_starts_from_the_imagenet_checkpoint_stride_1_would(monk
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
     strides = []
-    for value in ("1", "2,1", "2"):
-        args = train_mobilenet_unet.build_parser().parse_args(
-            ["--image-size", "64", "--stem-stride", value, "--decoder-filters", "32,16,16,8"])
+    for value, fine_tuning in (("1", "10"), ("2,1", "10"), ("auto", "10"), ("2", "10"), ("auto", "0")):
+        args = train_mobilenet_unet.build_parser().parse_args(["--image-size", "64", "--stem-stride", value,
+                                                               "--fine-tune-epochs", fine_tuning,
+                                                               "--decoder-filters", "32,16,16,8"])
         strides.append(stem_stride_of(train_mobilenet_unet.build_model(args, (64, 64, 3), 3)))
-    assert strides == [1, 2, 2]
-    assert requested == [(128, "imagenet"), (128, "imagenet"), (64, None), (64, "imagenet")]
+    assert strides == [1, 2, 2, 2, 2]
+    assert requested == [(128, "imagenet"), (128, "imagenet"), (64, None), (128, "imagenet"), (64, None),
+                         (64, "imagenet"), (64, "imagenet")]
 
 
 def test_stride_2_then_1_needs_fine_tuning_epochs(tmp_path, capsys):
@@ -599,7 +607,7 @@ def test_frozen_pretrained_encoder_learns_the_real_sample(oxford_sample, mobilen
     assert score > baseline + 0.1
     encoder = keras.models.load_model(run / "last.keras").get_layer("encoder")
     assert not encoder.trainable  # frozen throughout: the decoder alone learned this
-    assert encoder.get_layer("Conv1").strides == (1, 1)  # --stem-stride auto at 64 px
+    assert encoder.get_layer("Conv1").strides == (2, 2)  # --stem-stride auto: the frozen epochs' stride
 
 
 def test_training_leaves_out_the_ignored_border(oxford_sample, tmp_path):
