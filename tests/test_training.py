@@ -195,15 +195,21 @@ def test_a_kill_at_any_point_of_an_epochs_writes_leaves_the_counted_epochs_model
     assert not list(run.path.glob(".*"))
 
 
-def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkeypatch, capsys):
-    run = tmp_path / "run"
+def interrupt_after_each_epoch(monkeypatch):
+    """Ctrl-C as each epoch's files are written; returns the recorder's own method, to put back."""
     original = rundir.RunRecorder.on_epoch_end
 
-    def interrupt_after_first_epoch(self, epoch, logs=None):
+    def interrupt(self, epoch, logs=None):
         original(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", interrupt_after_first_epoch)
+    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", interrupt)
+    return original
+
+
+def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    original = interrupt_after_each_epoch(monkeypatch)
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "3", "--output", str(run)]) == 130
     assert "continue with --resume" in capsys.readouterr().err
     assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 1}
@@ -510,13 +516,7 @@ def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_s
     weights = tmp_path / "mobilenet_no_top.weights.h5"
     keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
     run = tmp_path / "run"
-    original = rundir.RunRecorder.on_epoch_end
-
-    def stop_after_first_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", stop_after_first_epoch)
+    original = interrupt_after_each_epoch(monkeypatch)
     argv = QUICK + ["--encoder-weights", str(weights), "--stem-stride", "2,1", "--crop", "32", "--epochs", "1",
                     "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 130
