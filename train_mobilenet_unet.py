@@ -148,8 +148,13 @@ def from_scratch(args: argparse.Namespace) -> bool:
     return str(args.encoder_weights).lower() == "none"
 
 
+def run_stem_strides(args: argparse.Namespace) -> tuple[int, int]:
+    """`stem_strides` for this run's options: the build and the switch at fine-tuning read the same."""
+    return stem_strides(args.stem_stride, args.image_size, not from_scratch(args))
+
+
 def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num_classes: int):
-    frozen, fine_tuning = stem_strides(args.stem_stride, args.image_size, not from_scratch(args))
+    frozen, fine_tuning = run_stem_strides(args)
     final = fine_tuning if args.fine_tune_epochs > 0 else frozen
     try:
         with user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError,)), \
@@ -180,7 +185,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.
                         "--fine-tune-epochs above 0 (for stride 2 throughout, give --stem-stride 2)")
     phases = [training.Phase(args.epochs, args.learning_rate)]
     if args.fine_tune_epochs > 0:
-        stride = stem_strides(args.stem_stride, args.image_size, not from_scratch(args))[1]
+        stride = run_stem_strides(args)[1]
 
         def unfreeze_encoder(model: keras.Model) -> keras.Model:
             if stem_stride_of(model) != stride:
