@@ -7,23 +7,26 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import pytest
 
 import train_unet
 from conftest import REPO
+from models.mobilenet_unet import stem_stride_of
 from rundir import RunDir
+from test_training import QUICK as SMALL_DATA
 from test_training import SMALL_UNET, check_run_folder, read_history
+from training import weights_digest
 
 LONG = ["--data", "synthetic", "--image-size", "64", "--limit", "64", "--batch-size", "8", "--seed", "1",
         "--val-examples", "8", "--repeat", "1"] + SMALL_UNET
-QUICK = ["--data", "synthetic", "--image-size", "64", "--limit", "16", "--batch-size", "8", "--seed", "1",
-         "--repeat", "1"] + SMALL_UNET
+QUICK = SMALL_DATA + SMALL_UNET
 
 
-def start(argv, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "train_unet.py", *map(str, argv)], cwd=REPO, text=True,
+def start(argv, script: str = "train_unet.py", **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, script, *map(str, argv)], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
@@ -112,18 +115,15 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
+def train_on_two_workers(argv, scratch: Path, script: str = "train_unet.py") -> list[str]:
+    """Runs `script` as the two workers of a cluster on 127.0.0.1; returns their standard outputs."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    run = tmp_path / "run"
     processes = []
     try:
         for index in range(2):
             env = dict(os.environ, TMPDIR=str(scratch),
                        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-            processes.append(start(QUICK + ["--epochs", "2", "--strategy", "multiworker", "--output", run], env=env))
+            processes.append(start(argv + ["--strategy", "multiworker"], script, env=env))
         outputs = [process.communicate(timeout=240) for process in processes]
     finally:
         for process in processes:
@@ -134,8 +134,36 @@ def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
     digests = [line for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("weights digest")]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert "(a worker: the chief writes the run folder)" in outputs[1][0]
+    return [stdout for stdout, _ in outputs]
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    run = tmp_path / "run"
+    train_on_two_workers(QUICK + ["--epochs", "2", "--output", run], scratch)
     check_run_folder(run, epochs=2)
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("segmentation-worker-")]  # removed
+
+
+@pytest.mark.slow
+def test_two_workers_switch_the_stem_stride_together(tmp_path):
+    """--stem-stride 2,1 (the MobileNetV2 default at 128 px) rebuilds the model when fine-tuning starts:
+    the workers must create its variables together and end with the model the chief saved."""
+    weights = tmp_path / "mobilenet_no_top.weights.h5"
+    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    run = tmp_path / "run"
+    argv = SMALL_DATA + [
+        "--encoder-weights", weights, "--stem-stride", "2,1", "--epochs", "1", "--fine-tune-epochs", "1",
+        "--decoder-filters", "32,16,16,8", "--output", run]
+    chief_output = train_on_two_workers(argv, scratch, "train_mobilenet_unet.py")[0]
+    check_run_folder(run, epochs=2)
+    last = keras.models.load_model(run / "last.keras")
+    assert stem_stride_of(last) == 1
+    assert f"weights digest {weights_digest(last)}" in chief_output
 
 
 def test_deterministic_needs_a_seed(capsys):

@@ -283,6 +283,35 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     check_run_folder(run, epochs=1)
 
 
+@pytest.mark.slow
+def test_mirrored_strategy_switches_the_stem_stride_with_every_replica(tmp_path):
+    """The MobileNetV2 default at 128 px rebuilds the model when fine-tuning starts (--stem-stride 2,1):
+    on several GPUs the rebuilt model's variables must be mirrored again and trained by every replica."""
+    weights = tmp_path / "mobilenet_no_top.weights.h5"
+    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
+    run = tmp_path / "run"
+    argv = QUICK + ["--encoder-weights", str(weights), "--stem-stride", "2,1", "--epochs", "1", "--fine-tune-epochs",
+                    "1", "--decoder-filters", "32,16,16,8", "--strategy", "mirrored", "--output", str(run)]
+    code = (
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "import sys, train_mobilenet_unet\n"
+        f"sys.exit(train_mobilenet_unet.main({[str(arg) for arg in argv]!r}))\n"
+    )
+    result = run_subprocess(["-c", code])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 2 replica(s) with MirroredStrategy" in result.stdout
+    metrics = check_run_folder(run, epochs=2)
+    last = keras.models.load_model(run / "last.keras")
+    assert stem_stride_of(last) == 1 and last.get_layer("encoder").get_layer("block_6_expand").trainable
+    assert f"weights digest {training.weights_digest(last)}" in result.stdout  # the model trained is the one saved
+    _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
+    figures = evaluation.evaluate(with_test_time_augmentation(keras_predictor(last), "flip"), photos,
+                                  list(data.OXFORD_CLASS_NAMES)).figures()
+    assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
+
+
 @pytest.mark.parametrize("given, compute", [([], "float16"), (["bfloat16"], "bfloat16")])
 def test_mixed_precision_trains_with_float32_logits(tmp_path, float32_policy, given, compute):
     run = tmp_path / "run"
