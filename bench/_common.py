@@ -11,6 +11,9 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# the real photos and weights beside the repository (never copied into it), for the benchmarks that train
+SHARED_PETS = REPO.parent / "shared" / "data" / "oxford-pets-300"
+SHARED_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_1.0_224_no_top.h5"
 
 import data  # noqa: E402
 

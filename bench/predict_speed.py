@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, machine, photo_folder, print_table
+from _common import SHARED_PETS, machine, photo_folder, print_table
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -73,7 +73,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        real = REPO.parent / "shared" / "data" / "oxford-pets-300" / "images"
+        real = SHARED_PETS / "images"
         if real.is_dir() and not args.synthetic:
             photos = tmp / "photos"
             photos.mkdir()

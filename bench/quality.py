@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from _common import REPO, machine, print_table
+from _common import SHARED_PETS, SHARED_WEIGHTS, machine, print_table
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -63,8 +63,7 @@ from models import build_unet  # noqa: E402
 from models.blocks import upsample  # noqa: E402
 from models.mobilenet_unet import DECODER_FILTERS, build_encoder  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "oxford-pets-300"
-WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_1.0_224_no_top.h5"
+DATA, WEIGHTS = SHARED_PETS, SHARED_WEIGHTS
 SIZE = 128
 VARIANTS = {  # each undoes one part of the default recipe
     "defaults, validating on every test photo each epoch": ["--val-examples", "all"],

@@ -14,14 +14,17 @@ in a fresh process, start-up included; a third, what each of the run folder's pe
 writes costs for each model; a fourth, the first step of each phase (the train step's trace)
 with the recipe's AdamW against Keras' own, which reads the schedule once per variable; a fifth,
 what the MobileNetV2 U-Net's unstrided first convolution (--stem-stride 1; 2,1, the default at 128 px)
-costs a step in each phase against MobileNetV2's stride 2, and the encoder's forward pass alone.
+costs a step in each phase against MobileNetV2's stride 2, and the encoder's forward pass alone; a sixth,
+where the time of a default MobileNetV2 run on the real photos of ../shared goes (about four minutes).
 
-    python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3] [--tables throughput,whole,writes,first,stem]
+    python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3]
+                                [--tables throughput,whole,writes,first,stem,run]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from _common import REPO, machine, print_table
+from _common import REPO, SHARED_PETS, SHARED_WEIGHTS, machine, print_table
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,7 +47,7 @@ import training  # noqa: E402
 from models import build_mobilenet_unet, build_unet  # noqa: E402
 from models.mobilenet_unet import set_encoder_trainable  # noqa: E402
 
-TABLES = ("throughput", "whole", "writes", "first", "stem")
+TABLES = ("throughput", "whole", "writes", "first", "stem", "run")
 
 
 def images_per_second(model, x, y, steps: int, warmup: int) -> float:
@@ -272,6 +275,72 @@ def stem_steps(steps: int, warmup: int, repeats: int) -> list[list]:
     return rows
 
 
+class EpochParts(keras.callbacks.Callback):
+    """Each epoch's wall time split into its training steps, the validation after them and the run
+    folder's writes after that. Keras calls the scripts' own callbacks (RunRecorder, TensorBoard)
+    before those a benchmark adds, so this one's epoch ends after the writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[dict[str, float]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self.validating = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.validated = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append({"steps": self.validating - self.began, "validation": self.validated - self.validating,
+                            "writes": time.perf_counter() - self.validated})
+
+
+def run_parts() -> tuple[list[list], list[list]] | None:
+    """Where a default train_mobilenet_unet.py run's time goes: its steps, the validation and writes after
+    each epoch, and the rest (start, the photos read, the model built, the final evaluation); then the
+    first epoch of each phase against its later ones, which shows what tracing and caching cost.
+
+    The step tables time steps alone; a whole run's ratio to the tutorial's (BENCHMARKS.md, section 1)
+    also pays for the rest, which the tutorial's way mostly does not do. None without ../shared.
+    """
+    if not (SHARED_PETS.is_dir() and SHARED_WEIGHTS.is_file()):
+        print(f"\n(the run table needs {SHARED_PETS} and {SHARED_WEIGHTS}: skipped)")
+        return None
+    parts = EpochParts()
+    defaults = train_mobilenet_unet.build_parser().parse_args(["--data", str(SHARED_PETS)])
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(folder) / "run"
+        started = time.perf_counter()
+        code = train_mobilenet_unet.main(["--data", str(SHARED_PETS), "--encoder-weights", str(SHARED_WEIGHTS),
+                                          "--seed", "1", "--output", str(run)], callbacks=[parts])
+        whole = time.perf_counter() - started
+        if code != 0:
+            raise SystemExit(f"the default run failed with exit status {code}")
+        scored = json.loads((run / "metrics.json").read_text())["validation_examples"]
+    phases = {"frozen": parts.epochs[:defaults.epochs], "fine-tuning": parts.epochs[defaults.epochs:]}
+
+    def total(part: str, epochs: list[dict[str, float]]) -> float:
+        return sum(epoch[part] for epoch in epochs)
+
+    shares = [(f"training steps, the {len(epochs)} {phase} epochs", total("steps", epochs))
+              for phase, epochs in phases.items()]
+    shares += [(f"validation after each epoch ({scored} photos)", total("validation", parts.epochs)),
+               ("the run folder's writes after each epoch (models, history, curves, panel, TensorBoard)",
+                total("writes", parts.epochs))]
+    shares.append(("the rest: start, photos read, model built, final evaluation", whole - sum(s for _, s in shares)))
+    shares.append(("the whole run", whole))
+    overall = [[name, f"{seconds:.1f}", f"{100 * seconds / whole:.0f}%"] for name, seconds in shares]
+    by_epoch = []
+    for phase, epochs in phases.items():
+        for label, chosen in ((f"first {phase} epoch", epochs[:1]), (f"a later {phase} epoch (median)", epochs[1:])):
+            by_epoch.append([label] + [f"{statistics.median(e[part] for e in chosen):.2f}"
+                                       for part in ("steps", "validation", "writes")])
+    return overall, by_epoch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (default: 5)")
@@ -302,6 +371,12 @@ def main() -> None:
         print_table(f"The MobileNetV2 U-Net's first convolution at stride 2 and 1, batch 16 at 128 px, milliseconds, "
                     f"median of {args.repeats} x {args.steps} steps", ["step", "stride 2", "stride 1", "ratio"],
                     stem_steps(args.steps, args.warmup, args.repeats))
+    if "run" in tables and (tables_of_run := run_parts()) is not None:
+        overall, by_epoch = tables_of_run
+        print_table("Where a default MobileNetV2 run's time goes, ../shared's 240 training photos at 128 px, seconds",
+                    ["part", "seconds", "share"], overall)
+        print_table("A phase's first epoch against its later ones, seconds",
+                    ["epoch", "training steps", "validation", "writes"], by_epoch)
 
 
 if __name__ == "__main__":
