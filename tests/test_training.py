@@ -267,19 +267,27 @@ def test_every_loss_trains_and_reloads(tmp_path, loss):
     assert type(model.loss).__name__ == {"dice": "DiceLoss", "focal": "FocalLoss", "sce+dice": "CrossEntropyDiceLoss"}[loss]
 
 
-@pytest.mark.slow
-def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
-    run = tmp_path / "run"
+def train_on_two_logical_cpus(script: str, argv: list) -> str:
+    """Runs `script`'s main with --strategy mirrored in a fresh process whose CPU is split in two
+    logical devices, as two GPUs would be; returns its standard output."""
+    argv = [str(arg) for arg in argv] + ["--strategy", "mirrored"]
     code = (
         "import tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "import sys, train_unet\n"
-        f"sys.exit(train_unet.main({QUICK + SMALL_UNET + ['--epochs', '1', '--strategy', 'mirrored', '--output', str(run)]!r}))\n"
+        f"import sys, {script}\n"
+        f"sys.exit({script}.main({argv!r}))\n"
     )
     result = run_subprocess(["-c", code])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 2 replica(s) with MirroredStrategy" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
+    run = tmp_path / "run"
+    train_on_two_logical_cpus("train_unet", QUICK + SMALL_UNET + ["--epochs", "1", "--output", run])
     check_run_folder(run, epochs=1)
 
 
@@ -290,22 +298,13 @@ def test_mirrored_strategy_switches_the_stem_stride_with_every_replica(tmp_path)
     weights = tmp_path / "mobilenet_no_top.weights.h5"
     keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
     run = tmp_path / "run"
-    argv = QUICK + ["--encoder-weights", str(weights), "--stem-stride", "2,1", "--epochs", "1", "--fine-tune-epochs",
-                    "1", "--decoder-filters", "32,16,16,8", "--strategy", "mirrored", "--output", str(run)]
-    code = (
-        "import tensorflow as tf\n"
-        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "import sys, train_mobilenet_unet\n"
-        f"sys.exit(train_mobilenet_unet.main({[str(arg) for arg in argv]!r}))\n"
-    )
-    result = run_subprocess(["-c", code])
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "training on 2 replica(s) with MirroredStrategy" in result.stdout
+    output = train_on_two_logical_cpus("train_mobilenet_unet", QUICK + [
+        "--encoder-weights", weights, "--stem-stride", "2,1", "--epochs", "1", "--fine-tune-epochs", "1",
+        "--decoder-filters", "32,16,16,8", "--output", run])
     metrics = check_run_folder(run, epochs=2)
     last = keras.models.load_model(run / "last.keras")
     assert stem_stride_of(last) == 1 and last.get_layer("encoder").get_layer("block_6_expand").trainable
-    assert f"weights digest {training.weights_digest(last)}" in result.stdout  # the model trained is the one saved
+    assert f"weights digest {training.weights_digest(last)}" in output  # the model trained is the one saved
     _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
     figures = evaluation.evaluate(with_test_time_augmentation(keras_predictor(last), "flip"), photos,
                                   list(data.OXFORD_CLASS_NAMES)).figures()
