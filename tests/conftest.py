@@ -35,6 +35,15 @@ def mobilenet_weights() -> Path:
 
 
 @pytest.fixture
+def random_mobilenet_weights(tmp_path) -> Path:
+    """A MobileNetV2 no-top weights file for 64-px models, random weights: --encoder-weights PATH as a
+    user without internet gives it, in tests that need no real features."""
+    path = tmp_path / "mobilenet_no_top.weights.h5"
+    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(path)
+    return path
+
+
+@pytest.fixture
 def float32_policy():
     """Lets a test change Keras' global precision policy and puts float32 back afterwards."""
     keras.mixed_precision.set_global_policy("float32")

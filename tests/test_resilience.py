@@ -148,17 +148,15 @@ def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_switch_the_stem_stride_together(tmp_path):
+def test_two_workers_switch_the_stem_stride_together(tmp_path, random_mobilenet_weights):
     """--stem-stride 2,1 (the MobileNetV2 default at 128 px) rebuilds the model when fine-tuning starts:
     the workers must create its variables together and end with the model the chief saved."""
-    weights = tmp_path / "mobilenet_no_top.weights.h5"
-    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     run = tmp_path / "run"
     argv = SMALL_DATA + [
-        "--encoder-weights", weights, "--stem-stride", "2,1", "--epochs", "1", "--fine-tune-epochs", "1",
-        "--decoder-filters", "32,16,16,8", "--output", run]
+        "--encoder-weights", random_mobilenet_weights, "--stem-stride", "2,1", "--epochs", "1",
+        "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", run]
     chief_output = train_on_two_workers(argv, scratch, "train_mobilenet_unet.py")[0]
     check_run_folder(run, epochs=2)
     last = keras.models.load_model(run / "last.keras")

@@ -88,14 +88,13 @@ def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     assert metrics["parameters"]["total"] == keras.models.load_model(run / "last.keras").count_params()
 
 
-def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monkeypatch):
-    weights = tmp_path / "mobilenet_no_top.weights.h5"
-    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
+def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monkeypatch, random_mobilenet_weights):
     traces = []  # train_step runs in Python only while Keras traces it
     original_train_step = keras.Model.train_step
     monkeypatch.setattr(keras.Model, "train_step", lambda model, batch: traces.append(1) or original_train_step(model, batch))
     run = tmp_path / "run"
-    argv = QUICK + ["--encoder-weights", str(weights), "--epochs", "1", "--fine-tune-epochs", "1", "--output", str(run)]
+    argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--epochs", "1", "--fine-tune-epochs", "1",
+                    "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 0
     assert len(traces) == 2  # once a phase: an optimizer left to build inside the trace makes that twice
     check_run_folder(run, epochs=2)
@@ -292,15 +291,13 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_switches_the_stem_stride_with_every_replica(tmp_path):
+def test_mirrored_strategy_switches_the_stem_stride_with_every_replica(tmp_path, random_mobilenet_weights):
     """The MobileNetV2 default at 128 px rebuilds the model when fine-tuning starts (--stem-stride 2,1):
     on several GPUs the rebuilt model's variables must be mirrored again and trained by every replica."""
-    weights = tmp_path / "mobilenet_no_top.weights.h5"
-    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
     run = tmp_path / "run"
     output = train_on_two_logical_cpus("train_mobilenet_unet", QUICK + [
-        "--encoder-weights", weights, "--stem-stride", "2,1", "--epochs", "1", "--fine-tune-epochs", "1",
-        "--decoder-filters", "32,16,16,8", "--output", run])
+        "--encoder-weights", random_mobilenet_weights, "--stem-stride", "2,1", "--epochs", "1",
+        "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", run])
     metrics = check_run_folder(run, epochs=2)
     last = keras.models.load_model(run / "last.keras")
     assert stem_stride_of(last) == 1 and last.get_layer("encoder").get_layer("block_6_expand").trainable
@@ -534,19 +531,18 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_switched_model(tmp_path, monkeypatch):
+def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_switched_model(
+        tmp_path, monkeypatch, random_mobilenet_weights):
     """--stem-stride 2,1: the frozen epochs at stride 2, then the model rebuilt unstrided with its weights.
 
     Stopped after the frozen epoch, the run resumes into the switch; the 32-px windows (--crop) must
     still fit the rebuilt model, and the final figures must be the saved model's, not those of a
     predictor traced before the switch.
     """
-    weights = tmp_path / "mobilenet_no_top.weights.h5"
-    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
     run = tmp_path / "run"
     original = interrupt_after_each_epoch(monkeypatch)
-    argv = QUICK + ["--encoder-weights", str(weights), "--stem-stride", "2,1", "--crop", "32", "--epochs", "1",
-                    "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", str(run)]
+    argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--stem-stride", "2,1", "--crop", "32",
+                    "--epochs", "1", "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 130
     frozen = keras.models.load_model(run / "last.keras")
     assert stem_stride_of(frozen) == 2 and not frozen.get_layer("encoder").trainable
