@@ -147,6 +147,29 @@ def continue_phase(model: keras.Model, args: argparse.Namespace, learning_rate: 
         recipe.transfer_optimizer_state(saved, model.optimizer)
 
 
+def begin_phase(model: keras.Model, phase: Phase, args: argparse.Namespace, strategy: tf.distribute.Strategy, *,
+                fresh: bool, phase_steps: int, steps_per_epoch: int, class_names: Sequence[str]) -> keras.Model:
+    """Readies `model` for `phase` and returns the model to train from then on.
+
+    A fresh phase runs its `prepare`, which may return another model (--crop is applied to it as
+    to the first), then gets its own optimizer and schedule; a phase resumed midway keeps the
+    saved optimizer state, on the schedule of the current plan.
+    """
+    with strategy.scope():
+        if not fresh:
+            continue_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, class_names)
+            return model
+        if phase.prepare is not None:
+            rebuilt = phase.prepare(model)
+            if rebuilt is not None and rebuilt is not model:
+                model = rebuilt
+                if args.crop is not None:
+                    train_on_windows(model, args.crop)
+            recipe.configure_batchnorm(model, args.bn_momentum, strategy.num_replicas_in_sync > 1)
+        compile_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, class_names)
+    return model
+
+
 # --------------------------------------------------------------------------- stopping cleanly
 
 
@@ -272,19 +295,11 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                     if epoch >= phase.until:
                         continue
                     phase_steps = (phase.until - phase_start) * steps_per_epoch
-                    with strategy.scope():
-                        if epoch == phase_start:  # a fresh phase: its own optimizer and schedule
-                            if phase.prepare is not None:
-                                rebuilt = phase.prepare(model)
-                                if rebuilt is not None and rebuilt is not model:  # saved as last.keras from now on
-                                    model = rebuilt
-                                    if args.crop is not None:
-                                        train_on_windows(model, args.crop)
-                                    predictor = recorder.predict = keras_predictor(model)
-                                recipe.configure_batchnorm(model, args.bn_momentum, synchronized)
-                            compile_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, names)
-                        else:  # resumed mid-phase: the same optimizer state, the schedule of the current plan
-                            continue_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, names)
+                    trained = begin_phase(model, phase, args, strategy, fresh=epoch == phase_start,
+                                          phase_steps=phase_steps, steps_per_epoch=steps_per_epoch, class_names=names)
+                    if trained is not model:  # saved as last.keras from now on, judged by a predictor of its own
+                        model = trained
+                        predictor = recorder.predict = keras_predictor(model)
                     with batches_counted_as_they_come():
                         model.fit(train_ds, validation_data=val_ds, epochs=phase.until, initial_epoch=epoch,
                                   callbacks=[stop, recorder, tensorboard, *callbacks], shuffle=False, verbose=verbose)
