@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import keras
 import pytest
@@ -115,15 +114,24 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def train_on_two_workers(argv, scratch: Path, script: str = "train_unet.py") -> list[str]:
-    """Runs `script` as the two workers of a cluster on 127.0.0.1; returns their standard outputs."""
+@pytest.mark.slow
+def test_two_workers_train_together_and_only_the_chief_writes(tmp_path, random_mobilenet_weights):
+    """Two processes on 127.0.0.1 as the workers of a cluster, with the MobileNetV2 default at 128 px,
+    --stem-stride 2,1, which rebuilds the model when fine-tuning starts: the workers must create its
+    variables together and end with the same model, the one the chief saves."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    run = tmp_path / "run"
+    argv = SMALL_DATA + ["--encoder-weights", random_mobilenet_weights, "--stem-stride", "2,1", "--epochs", "1",
+                         "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--strategy", "multiworker",
+                         "--output", run]
     processes = []
     try:
         for index in range(2):
             env = dict(os.environ, TMPDIR=str(scratch),
                        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-            processes.append(start(argv + ["--strategy", "multiworker"], script, env=env))
+            processes.append(start(argv, "train_mobilenet_unet.py", env=env))
         outputs = [process.communicate(timeout=240) for process in processes]
     finally:
         for process in processes:
@@ -134,34 +142,11 @@ def train_on_two_workers(argv, scratch: Path, script: str = "train_unet.py") -> 
     digests = [line for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("weights digest")]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert "(a worker: the chief writes the run folder)" in outputs[1][0]
-    return [stdout for stdout, _ in outputs]
-
-
-@pytest.mark.slow
-def test_two_workers_train_together_and_only_the_chief_writes(tmp_path):
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    run = tmp_path / "run"
-    train_on_two_workers(QUICK + ["--epochs", "2", "--output", run], scratch)
-    check_run_folder(run, epochs=2)
-    assert not [p.name for p in scratch.iterdir() if p.name.startswith("segmentation-worker-")]  # removed
-
-
-@pytest.mark.slow
-def test_two_workers_switch_the_stem_stride_together(tmp_path, random_mobilenet_weights):
-    """--stem-stride 2,1 (the MobileNetV2 default at 128 px) rebuilds the model when fine-tuning starts:
-    the workers must create its variables together and end with the model the chief saved."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    run = tmp_path / "run"
-    argv = SMALL_DATA + [
-        "--encoder-weights", random_mobilenet_weights, "--stem-stride", "2,1", "--epochs", "1",
-        "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", run]
-    chief_output = train_on_two_workers(argv, scratch, "train_mobilenet_unet.py")[0]
     check_run_folder(run, epochs=2)
     last = keras.models.load_model(run / "last.keras")
     assert stem_stride_of(last) == 1
-    assert f"weights digest {weights_digest(last)}" in chief_output
+    assert digests[0] == f"weights digest {weights_digest(last)} (the same on every worker)"
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("segmentation-worker-")]  # removed
 
 
 def test_deterministic_needs_a_seed(capsys):

@@ -266,42 +266,30 @@ def test_every_loss_trains_and_reloads(tmp_path, loss):
     assert type(model.loss).__name__ == {"dice": "DiceLoss", "focal": "FocalLoss", "sce+dice": "CrossEntropyDiceLoss"}[loss]
 
 
-def train_on_two_logical_cpus(script: str, argv: list) -> str:
-    """Runs `script`'s main with --strategy mirrored in a fresh process whose CPU is split in two
-    logical devices, as two GPUs would be; returns its standard output."""
-    argv = [str(arg) for arg in argv] + ["--strategy", "mirrored"]
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus_trains_every_replica_also_after_the_stem_stride_switch(
+        tmp_path, random_mobilenet_weights):
+    """Two logical CPUs stand for two GPUs. The MobileNetV2 default at 128 px rebuilds the model when
+    fine-tuning starts (--stem-stride 2,1): the new model's variables must be mirrored again and trained
+    by every replica, and the model saved must be the one they trained."""
+    run = tmp_path / "run"
+    argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--stem-stride", "2,1", "--epochs", "1",
+                    "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--strategy", "mirrored",
+                    "--output", str(run)]
     code = (
         "import tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        f"import sys, {script}\n"
-        f"sys.exit({script}.main({argv!r}))\n"
+        "import sys, train_mobilenet_unet\n"
+        f"sys.exit(train_mobilenet_unet.main({argv!r}))\n"
     )
     result = run_subprocess(["-c", code])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 2 replica(s) with MirroredStrategy" in result.stdout
-    return result.stdout
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
-    run = tmp_path / "run"
-    train_on_two_logical_cpus("train_unet", QUICK + SMALL_UNET + ["--epochs", "1", "--output", run])
-    check_run_folder(run, epochs=1)
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_switches_the_stem_stride_with_every_replica(tmp_path, random_mobilenet_weights):
-    """The MobileNetV2 default at 128 px rebuilds the model when fine-tuning starts (--stem-stride 2,1):
-    on several GPUs the rebuilt model's variables must be mirrored again and trained by every replica."""
-    run = tmp_path / "run"
-    output = train_on_two_logical_cpus("train_mobilenet_unet", QUICK + [
-        "--encoder-weights", random_mobilenet_weights, "--stem-stride", "2,1", "--epochs", "1",
-        "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", run])
     metrics = check_run_folder(run, epochs=2)
     last = keras.models.load_model(run / "last.keras")
     assert stem_stride_of(last) == 1 and last.get_layer("encoder").get_layer("block_6_expand").trainable
-    assert f"weights digest {training.weights_digest(last)}" in output  # the model trained is the one saved
+    assert f"weights digest {training.weights_digest(last)}" in result.stdout  # the model trained is the one saved
     _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
     figures = evaluation.evaluate(with_test_time_augmentation(keras_predictor(last), "flip"), photos,
                                   list(data.OXFORD_CLASS_NAMES)).figures()
