@@ -63,6 +63,14 @@ def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 
     return metrics
 
 
+def fresh_figures(model: keras.Model) -> dict:
+    """`model` scored afresh with the scripts' default flips on the 16 synthetic test photos QUICK's runs
+    evaluate: a run's metrics.json must give the same figures for its saved model."""
+    _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
+    predictor = with_test_time_augmentation(keras_predictor(model), "flip")
+    return evaluation.evaluate(predictor, photos, list(data.OXFORD_CLASS_NAMES)).figures()
+
+
 def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     run = tmp_path / "run"
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--val-examples", "5", "--repeat", "2",
@@ -224,9 +232,7 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     metrics = check_run_folder(run, epochs=3)
     # the default final evaluation is predict.py's: logits averaged with the mirror image's
     assert metrics["test"]["tta"] == "flip"
-    _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
-    mirrored = with_test_time_augmentation(keras_predictor(keras.models.load_model(run / "last.keras")), "flip")
-    figures = evaluation.evaluate(mirrored, photos, list(data.OXFORD_CLASS_NAMES)).figures()
+    figures = fresh_figures(keras.models.load_model(run / "last.keras"))
     assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
     assert metrics["test"]["original_size"]["mean_iou"] == pytest.approx(figures["original_size"]["mean_iou"], abs=1e-6)
 
@@ -290,10 +296,7 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_every_replica_also_after_t
     last = keras.models.load_model(run / "last.keras")
     assert stem_stride_of(last) == 1 and last.get_layer("encoder").get_layer("block_6_expand").trainable
     assert f"weights digest {training.weights_digest(last)}" in result.stdout  # the model trained is the one saved
-    _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
-    figures = evaluation.evaluate(with_test_time_augmentation(keras_predictor(last), "flip"), photos,
-                                  list(data.OXFORD_CLASS_NAMES)).figures()
-    assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
+    assert metrics["test"]["mean_iou"] == pytest.approx(fresh_figures(last)["model_size"]["mean_iou"], abs=1e-6)
 
 
 @pytest.mark.parametrize("given, compute", [([], "float16"), (["bfloat16"], "bfloat16")])
@@ -544,10 +547,7 @@ def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_s
     assert encoder.get_layer("block_6_expand").trainable and not encoder.get_layer("block_5_expand").trainable
     assert last.count_params() == frozen.count_params()
     assert metrics["settings"]["stem_stride"] == "2,1"
-    _, photos = data.photos("synthetic", "test", data.DataOptions(image_size=64, limit=16))
-    mirrored = with_test_time_augmentation(keras_predictor(last), "flip")
-    figures = evaluation.evaluate(mirrored, photos, list(data.OXFORD_CLASS_NAMES)).figures()
-    assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
+    assert metrics["test"]["mean_iou"] == pytest.approx(fresh_figures(last)["model_size"]["mean_iou"], abs=1e-6)
 
 
 def test_stride_2_then_1_starts_from_the_imagenet_checkpoint_stride_1_would(monkeypatch):
