@@ -35,6 +35,7 @@ BEFORE_THEY_EXISTED = {
     "outline_weight": 1.0,  # every pixel alike
     "skips": "expansions",  # pix2pix's joins
     "stem_stride": "2",  # MobileNetV2's own first convolution
+    "fine_tune_decoder_learning_rate": "same",  # the whole model at --fine-tune-learning-rate
 }
 # Settings whose saved form changed: config.json's old value, mapped to today's on --resume.
 RENAMED_VALUES = {

@@ -11,6 +11,9 @@ The defaults are the best measured on real photos (see BENCHMARKS.md, bench/qual
 
 from __future__ import annotations
 
+import re
+from typing import Sequence
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -48,15 +51,43 @@ def create_schedule(
     )
 
 
+LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
+
+
 def create_optimizer(
-    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule, weight_decay: float = 0.0
+    name: str, learning_rate: LearningRate, weight_decay: float = 0.0, *,
+    layer_groups: Sequence[tuple[Sequence[str], LearningRate]] = (),
 ) -> keras.optimizers.Optimizer:
-    """AdamW (decoupled weight decay) or the tutorial's Adam; weight decay applies to AdamW only."""
-    if name == "adamw":
-        return with_one_learning_rate_a_step(keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay))
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+    """AdamW (decoupled weight decay) or the tutorial's Adam; weight decay applies to AdamW only.
+
+    `layer_groups`: (layer names, learning rate) pairs for layers that train at a rate of their
+    own, such as a pretrained encoder fine-tuned more gently than the decoder on top of it.
+    Each group gets its own copy of the optimizer, and every other layer the one at
+    `learning_rate`, through Keras' MultiOptimizer (which saves, loads and runs under the
+    distribution strategies like any optimizer). Without groups the optimizer is the plain one.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+
+    def one(rate: LearningRate) -> keras.optimizers.Optimizer:
+        if name == "adamw":
+            return with_one_learning_rate_a_step(keras.optimizers.AdamW(rate, weight_decay=weight_decay))
+        return keras.optimizers.Adam(rate)
+
+    if not layer_groups:
+        return one(learning_rate)
+    by_variable = keras.optimizers.OptimizerMap(one(learning_rate))
+    for names, rate in layer_groups:
+        if not names:
+            raise ValueError("a layer group needs at least one layer name")
+        by_variable[variables_of_layers(names)] = one(rate)
+    return keras.optimizers.MultiOptimizer(by_variable)
+
+
+def variables_of_layers(names: Sequence[str]) -> str:
+    """The OptimizerMap pattern for the variables of the layers `names` (a variable's path is
+    'layer/weight', also for the layers of a model nested in another)."""
+    return "(" + "|".join(re.escape(name) for name in names) + ")/.*"
 
 
 def with_one_learning_rate_a_step(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:

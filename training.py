@@ -57,6 +57,9 @@ class Phase:
     until: int
     learning_rate: float
     prepare: Callable[[keras.Model], keras.Model | None] | None = None
+    # a peak of their own for some layers: (learning rate, the names of those layers in the model
+    # being trained), such as the encoder while the decoder keeps `learning_rate`
+    own_rate: tuple[float, Callable[[keras.Model], Sequence[str]]] | None = None
 
 
 # --------------------------------------------------------------------------- devices
@@ -118,19 +121,23 @@ def resolve_jit_compile(choice: str) -> bool | str:
 
 
 def compile_phase(model: keras.Model, args: argparse.Namespace, learning_rate: float, phase_steps: int,
-                  steps_per_epoch: int, class_names: Sequence[str]) -> None:
-    """Compiles with a fresh optimizer whose schedule spans this phase's `phase_steps`.
+                  steps_per_epoch: int, class_names: Sequence[str],
+                  own_rate: tuple[float, Callable[[keras.Model], Sequence[str]]] | None = None) -> None:
+    """Compiles with a fresh optimizer whose schedule spans this phase's `phase_steps`
+    (`own_rate` as in `Phase`: those layers' schedule has the same shape, with their own peak).
 
     The optimizer is built here, eagerly. Left to Keras on one device, it builds its slot
     variables while the train step is being traced, and a tf.function that creates variables
     is traced a second time: 1.6 s more at the start of a MobileNetV2 U-Net run and 2.4 s
     more when fine-tuning starts, measured (under a distribution strategy Keras builds first).
     """
-    schedule = recipe.create_schedule(args.schedule, learning_rate, phase_steps,
-                                      round(args.warmup_epochs * steps_per_epoch))
+    def schedule(peak: float) -> recipe.LearningRate:
+        return recipe.create_schedule(args.schedule, peak, phase_steps, round(args.warmup_epochs * steps_per_epoch))
+
+    groups = [] if own_rate is None else [(own_rate[1](model), schedule(own_rate[0]))]
     ignored = data.IGNORED if getattr(args, "ignore_class", None) is not None else None
     model.compile(
-        optimizer=recipe.create_optimizer(args.optimizer, schedule, args.weight_decay),
+        optimizer=recipe.create_optimizer(args.optimizer, schedule(learning_rate), args.weight_decay, layer_groups=groups),
         loss=losses.get_loss(args.loss, ignore_class=ignored),
         metrics=metrics.segmentation_metrics(class_names, ignore_class=ignored),
         jit_compile=resolve_jit_compile(args.jit_compile),
@@ -139,10 +146,11 @@ def compile_phase(model: keras.Model, args: argparse.Namespace, learning_rate: f
 
 
 def continue_phase(model: keras.Model, args: argparse.Namespace, learning_rate: float, phase_steps: int,
-                   steps_per_epoch: int, class_names: Sequence[str]) -> None:
+                   steps_per_epoch: int, class_names: Sequence[str],
+                   own_rate: tuple[float, Callable[[keras.Model], Sequence[str]]] | None = None) -> None:
     """Recompiles a resumed model for the phase's (possibly longer) plan, keeping its optimizer state."""
     saved = model.optimizer
-    compile_phase(model, args, learning_rate, phase_steps, steps_per_epoch, class_names)
+    compile_phase(model, args, learning_rate, phase_steps, steps_per_epoch, class_names, own_rate)
     with user_errors(f"--resume {args.resume}"):
         recipe.transfer_optimizer_state(saved, model.optimizer)
 
@@ -157,7 +165,7 @@ def begin_phase(model: keras.Model, phase: Phase, args: argparse.Namespace, stra
     """
     with strategy.scope():
         if not fresh:
-            continue_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, class_names)
+            continue_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, class_names, phase.own_rate)
             return model
         if phase.prepare is not None:
             rebuilt = phase.prepare(model)
@@ -166,7 +174,7 @@ def begin_phase(model: keras.Model, phase: Phase, args: argparse.Namespace, stra
                 if args.crop is not None:
                     train_on_windows(model, args.crop)
             recipe.configure_batchnorm(model, args.bn_momentum, strategy.num_replicas_in_sync > 1)
-        compile_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, class_names)
+        compile_phase(model, args, phase.learning_rate, phase_steps, steps_per_epoch, class_names, phase.own_rate)
     return model
 
 
@@ -461,7 +469,7 @@ def run_metrics(args: argparse.Namespace, model: keras.Model, loss: float, figur
 
 def recipe_summary(args: argparse.Namespace, passes: int) -> dict:
     """The choices that make the recipe, in one place of metrics.json (`passes`: --repeat resolved)."""
-    return {
+    summary = {
         "optimizer": args.optimizer,
         "weight_decay": args.weight_decay if args.optimizer == "adamw" else 0.0,
         "schedule": args.schedule,
@@ -476,3 +484,7 @@ def recipe_summary(args: argparse.Namespace, passes: int) -> dict:
         "epochs": args.epochs,
         "fine_tune_epochs": getattr(args, "fine_tune_epochs", 0),
     }
+    for fine_tuning in ("fine_tune_learning_rate", "fine_tune_decoder_learning_rate"):  # the MobileNetV2 U-Net's
+        if hasattr(args, fine_tuning):
+            summary[fine_tuning] = getattr(args, fine_tuning)
+    return summary

@@ -189,9 +189,14 @@ def set_encoder_trainable(model: keras.Model, trainable: bool, *, batchnorm: boo
             layer.momentum = min(layer.momentum, 0.99)
 
 
+def encoder_layer_names(model: keras.Model) -> list[str]:
+    """The names of the encoder's layers, in order (MobileNetV2's own: 'Conv1', 'block_6_expand', ...)."""
+    return [layer.name for layer in model.get_layer(ENCODER_NAME).layers]
+
+
 def encoder_layer_index(model: keras.Model, name: str) -> int:
     """The position of the encoder layer `name`; ValueError naming the choices if there is none."""
-    names = [layer.name for layer in model.get_layer(ENCODER_NAME).layers]
+    names = encoder_layer_names(model)
     if name not in names:
         raise ValueError(f"the encoder has no layer {name!r} (MobileNetV2's are named like 'block_6_expand', "
                          f"from {names[1]!r} to {names[-1]!r})")

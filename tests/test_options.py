@@ -63,6 +63,31 @@ def test_resume_of_a_run_saved_before_the_decoder_options_keeps_its_decoder(tmp_
     assert resumed.skips == "expansions" and resumed.stem_stride == "2"
 
 
+def test_the_decoder_fine_tuning_rate_takes_a_rate_or_same(capsys):
+    parser = train_mobilenet_unet.build_parser()
+    same = parser.parse_args(["--fine-tune-decoder-learning-rate", "same", "--fine-tune-learning-rate", "2e-4"])
+    assert train_mobilenet_unet.fine_tuning_rates(same) == (2e-4, 2e-4)
+    assert train_mobilenet_unet.fine_tuning_rates(parser.parse_args(["--fine-tune-decoder-learning-rate", "5e-4"])) == (
+        5e-4, 3e-4)
+    for bad in ("0", "-1e-3", "fast"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([f"--fine-tune-decoder-learning-rate={bad}"])
+        assert exit_info.value.code == 2
+        assert f"argument --fine-tune-decoder-learning-rate: {bad!r}: give a positive learning rate or 'same'" in (
+            capsys.readouterr().err)
+
+
+def test_resume_of_a_run_saved_before_the_decoder_fine_tuning_rate_trains_the_whole_model_alike(tmp_path):
+    run = saved_run(tmp_path / "run", script="train_mobilenet_unet", fine_tune_decoder_learning_rate=2e-3)
+    parser = train_mobilenet_unet.build_parser()
+    assert options.parse_args(parser, ["--resume", str(run)]).fine_tune_decoder_learning_rate == 2e-3
+    config = json.loads((run / "config.json").read_text())
+    del config["fine_tune_decoder_learning_rate"]  # saved before the option: one rate for the whole model
+    (run / "config.json").write_text(json.dumps(config))
+    resumed = options.parse_args(parser, ["--resume", str(run)])
+    assert train_mobilenet_unet.fine_tuning_rates(resumed) == (3e-4, 3e-4)
+
+
 def test_resume_of_a_run_saved_before_the_outline_weight_weighs_every_pixel_alike(tmp_path):
     run = saved_run(tmp_path / "run", outline_weight=2.0)
     assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).outline_weight == 2.0
@@ -164,6 +189,8 @@ def test_each_script_defaults_to_its_measured_recipe():
     for args in (mobilenet, unet):
         assert {key: getattr(args, key) for key in shared} == shared
     assert (mobilenet.epochs, mobilenet.fine_tune_epochs, mobilenet.fine_tune_learning_rate) == (10, 10, 3e-4)
+    assert mobilenet.fine_tune_decoder_learning_rate == 1e-3
+    assert train_mobilenet_unet.fine_tuning_rates(mobilenet) == (1e-3, 3e-4)  # decoder, encoder
     assert mobilenet.fine_tune_from == "block_6_expand"
     assert (mobilenet.batch_size, mobilenet.loss, mobilenet.augment) == (16, "sce", ("flip", "scale", "color"))
     assert (unet.epochs, unet.batch_size, unet.loss, unet.augment) == (20, 8, "sce+dice", ("flip", "scale", "color"))

@@ -161,3 +161,66 @@ def test_transfer_refuses_a_different_model():
         recipe.transfer_optimizer_state(source, target)
     with pytest.raises(ValueError, match="cannot continue a AdamW as a Adam"):
         recipe.transfer_optimizer_state(source, recipe.create_optimizer("adam", 1e-3))
+
+
+def nested_model():
+    """An 'encoder' model nested in the whole, as the MobileNetV2 U-Net's is, and a 'head' layer."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    encoder = keras.Model(inputs, keras.layers.Dense(3, name="enc")(inputs), name="encoder")
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(encoder(inputs)))
+
+
+@pytest.mark.parametrize("strategy", ["one device", "mirrored"])
+def test_a_layer_group_trains_at_its_own_rate(strategy):
+    """Adam's first step moves each weight by its learning rate: 2.5e-4 in the group, 1e-3 elsewhere."""
+    strategy = tf.distribute.get_strategy() if strategy == "one device" else tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = nested_model()
+        optimizer = recipe.create_optimizer("adamw", 1e-3, weight_decay=0.0, layer_groups=[(["enc"], 2.5e-4)])
+        model.compile(optimizer, "mse")
+    assert isinstance(model.optimizer, keras.optimizers.MultiOptimizer)
+    before = {w.path: w.numpy() for w in model.trainable_weights}
+    x = np.random.default_rng(1).random((8, 4)).astype("float32")
+    model.fit(x, x[:, :2] + 5.0, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    moved = {w.path: np.abs(w.numpy() - before[w.path]) for w in model.trainable_weights}
+    assert sorted(moved) == ["enc/bias", "enc/kernel", "head/bias", "head/kernel"]
+    for path, step in moved.items():
+        rate = 2.5e-4 if path.startswith("enc/") else 1e-3
+        np.testing.assert_allclose(step[step > 1e-6], rate, rtol=1e-3, err_msg=path)
+
+
+def test_a_layer_group_is_saved_and_continued_with_the_model(tmp_path):
+    """The per-group optimizers are Keras' MultiOptimizer, saved and loaded with their state, and a
+    resumed phase carries both groups' step counts and moments over."""
+    model = nested_model()
+    peaks = {"head": 1e-2, "enc": 2e-3}
+
+    def grouped(total_steps):
+        def schedule(peak):
+            return recipe.create_schedule("cosine", peak, total_steps=total_steps, warmup_steps=2)
+
+        return recipe.create_optimizer("adamw", schedule(peaks["head"]), 1e-4,
+                                       layer_groups=[(["enc"], schedule(peaks["enc"]))])
+
+    model.compile(grouped(20), "mse")
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    model.fit(x, x[:, :2], batch_size=2, epochs=1, verbose=0, shuffle=False)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer) is keras.optimizers.MultiOptimizer
+    assert sorted(float(inner.learning_rate) for inner in loaded.optimizer.optimizers) == pytest.approx(
+        sorted(peaks[name] * float(recipe.create_schedule("cosine", 1.0, 20, 2)(4)) for name in peaks))
+    fresh = grouped(40)
+    fresh.build(loaded.trainable_variables)
+    recipe.transfer_optimizer_state(loaded.optimizer, fresh)
+    assert [int(inner.iterations.numpy()) for inner in fresh.optimizers] == [4, 4]
+    assert len(fresh.variables) == len(loaded.optimizer.variables) > 8
+    for old, new in zip(loaded.optimizer.variables, fresh.variables):
+        np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+
+
+def test_a_layer_group_needs_layers():
+    with pytest.raises(ValueError, match="at least one layer name"):
+        recipe.create_optimizer("adamw", 1e-3, layer_groups=[([], 1e-4)])
+    assert recipe.variables_of_layers(["block_6_expand", "a.b"]) == r"(block_6_expand|a\.b)/.*"

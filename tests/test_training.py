@@ -110,7 +110,17 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monk
     encoder = last.get_layer("encoder")
     assert encoder.trainable and not encoder.get_layer("bn_Conv1").trainable  # fine-tuned, BatchNorm frozen
     assert stem_stride_of(last) == 1  # --stem-stride auto at 64 px: unstrided once fine-tuning starts
-    assert json.loads((run / "metrics.json").read_text())["best_epoch"] in (1, 2)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] in (1, 2)
+    # fine-tuning trains the encoder at --fine-tune-learning-rate's peak, the rest at the decoder's
+    assert type(last.optimizer) is keras.optimizers.MultiOptimizer
+    trained_with = {inner._learning_rate.get_config()["warmup_target"]: (len(inner.variables) - 1) // 2
+                    for inner in last.optimizer.optimizers}  # AdamW: its step count, then two moments a weight
+    encoder_weights = len(encoder.trainable_weights)
+    assert encoder_weights == 33  # the kernels of blocks 6 to 16, BatchNorm frozen
+    assert trained_with == pytest.approx({3e-4: encoder_weights, 1e-3: len(last.trainable_weights) - encoder_weights})
+    assert (metrics["recipe"]["fine_tune_learning_rate"], metrics["recipe"]["fine_tune_decoder_learning_rate"]) == (
+        3e-4, 1e-3)
 
 
 def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):
