@@ -79,6 +79,8 @@ VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other m
                   "defaults, fine-tuning every encoder layer": ["--fine-tune-from", "all"],
                   "defaults, fine-tuning from block 13": ["--fine-tune-from", "block_13_expand"],
                   "defaults, fine-tuning peak 1e-4": ["--fine-tune-learning-rate", "1e-4"],
+                  "defaults, the decoder fine-tuned at the encoder's peak (--fine-tune-decoder-learning-rate same)": [
+                      "--fine-tune-decoder-learning-rate", "same"],
                   "defaults, pix2pix's decoder widths (512, 256, 128, 64)": ["--decoder-filters", "512,256,128,64"],
                   "defaults, half-width decoder": ["--decoder-filters", "256,128,64,32"],
                   "defaults, pix2pix's joins (no fuse convolution)": ["--fuse-filters", "0,0,0,0"],
