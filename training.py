@@ -44,6 +44,9 @@ from progress import keras_verbose
 from rundir import RunDir, RunRecorder
 
 BuildModel = Callable[[argparse.Namespace, tuple[int, int, int], int], keras.Model]
+# a peak learning rate of their own for some layers: (the rate, the names of those layers in the
+# model being trained), such as the encoder's while the decoder keeps the phase's `learning_rate`
+OwnRate = tuple[float, Callable[[keras.Model], Sequence[str]]]
 
 
 @dataclass
@@ -52,14 +55,13 @@ class Phase:
 
     `prepare` changes the model in place and returns None, or returns the model to train from
     then on (a rebuilt one, such as the MobileNetV2 U-Net's unstrided copy for fine-tuning).
+    `own_rate` gives some layers a peak of their own (`OwnRate`).
     """
 
     until: int
     learning_rate: float
     prepare: Callable[[keras.Model], keras.Model | None] | None = None
-    # a peak of their own for some layers: (learning rate, the names of those layers in the model
-    # being trained), such as the encoder while the decoder keeps `learning_rate`
-    own_rate: tuple[float, Callable[[keras.Model], Sequence[str]]] | None = None
+    own_rate: OwnRate | None = None
 
 
 # --------------------------------------------------------------------------- devices
@@ -122,9 +124,9 @@ def resolve_jit_compile(choice: str) -> bool | str:
 
 def compile_phase(model: keras.Model, args: argparse.Namespace, learning_rate: float, phase_steps: int,
                   steps_per_epoch: int, class_names: Sequence[str],
-                  own_rate: tuple[float, Callable[[keras.Model], Sequence[str]]] | None = None) -> None:
+                  own_rate: OwnRate | None = None) -> None:
     """Compiles with a fresh optimizer whose schedule spans this phase's `phase_steps`
-    (`own_rate` as in `Phase`: those layers' schedule has the same shape, with their own peak).
+    (with `own_rate`, those layers' schedule has the same shape and their own peak).
 
     The optimizer is built here, eagerly. Left to Keras on one device, it builds its slot
     variables while the train step is being traced, and a tf.function that creates variables
@@ -147,7 +149,7 @@ def compile_phase(model: keras.Model, args: argparse.Namespace, learning_rate: f
 
 def continue_phase(model: keras.Model, args: argparse.Namespace, learning_rate: float, phase_steps: int,
                    steps_per_epoch: int, class_names: Sequence[str],
-                   own_rate: tuple[float, Callable[[keras.Model], Sequence[str]]] | None = None) -> None:
+                   own_rate: OwnRate | None = None) -> None:
     """Recompiles a resumed model for the phase's (possibly longer) plan, keeping its optimizer state."""
     saved = model.optimizer
     compile_phase(model, args, learning_rate, phase_steps, steps_per_epoch, class_names, own_rate)

@@ -560,6 +560,28 @@ def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_s
     assert metrics["test"]["mean_iou"] == pytest.approx(fresh_figures(last)["model_size"]["mean_iou"], abs=1e-6)
 
 
+def test_a_run_resumed_within_fine_tuning_continues_both_learning_rates(tmp_path, monkeypatch, random_mobilenet_weights):
+    """Stopped after the first fine-tuning epoch and resumed: the encoder's and the decoder's
+    optimizers keep counting their steps (2 an epoch) on their own schedules, not restarted."""
+    run = tmp_path / "run"
+    original = interrupt_after_each_epoch(monkeypatch)
+    argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--stem-stride", "2", "--epochs", "1",
+                    "--fine-tune-epochs", "2", "--decoder-filters", "32,16,16,8", "--output", str(run)]
+    assert train_mobilenet_unet.main(argv) == 130  # after the frozen epoch
+    assert train_mobilenet_unet.main(["--resume", str(run)]) == 130  # after the first fine-tuning epoch
+    midway = keras.models.load_model(run / "last.keras")
+    assert [int(inner.iterations.numpy()) for inner in midway.optimizer.optimizers] == [2, 2]
+
+    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", original)
+    assert train_mobilenet_unet.main(["--resume", str(run)]) == 0
+    last = keras.models.load_model(run / "last.keras")
+    assert type(last.optimizer) is keras.optimizers.MultiOptimizer
+    schedules = sorted((inner._learning_rate.get_config()["warmup_target"], int(inner.iterations.numpy()))
+                       for inner in last.optimizer.optimizers)
+    assert schedules == [(pytest.approx(3e-4), 4), (pytest.approx(1e-3), 4)]
+    check_run_folder(run, epochs=3)
+
+
 def test_stride_2_then_1_starts_from_the_imagenet_checkpoint_stride_1_would(monkeypatch):
     """Keras picks MobileNetV2's checkpoint by the size the encoder works at: '2,1' (and 'auto' at 64 px)
     must start from the one stride 1 gets (twice --image-size; the one its fine-tuned encoder works at),
