@@ -204,14 +204,10 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
     return model
 
 
-def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
-    """Trains as the command line says; `callbacks` join Keras' fit (benchmarks time and score epochs)."""
-    args = options.parse_args(build_parser(), argv)
-    if args.fine_tune_epochs < 0 or args.fine_tune_learning_rate <= 0:
-        raise UserError("--fine-tune-epochs must be 0 or more and --fine-tune-learning-rate positive")
-    if args.stem_stride == STRIDE_2_THEN_1 and args.fine_tune_epochs == 0:
-        raise UserError(f"--stem-stride {STRIDE_2_THEN_1} switches to stride 1 when fine-tuning starts: it needs "
-                        "--fine-tune-epochs above 0 (for stride 2 throughout, give --stem-stride 2)")
+def build_phases(args: argparse.Namespace) -> list[training.Phase]:
+    """The frozen epochs, then (with --fine-tune-epochs) the fine-tuning ones: the encoder unfrozen
+    from --fine-tune-from on, at its second stem stride, and trained at its own peak beside the
+    decoder's. Benchmarks compile their steps from the same phases."""
     phases = [training.Phase(args.epochs, args.learning_rate)]
     if args.fine_tune_epochs > 0:
         stride = run_stem_strides(args)[1]
@@ -226,7 +222,18 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.
         decoder_rate, encoder_rate = fine_tuning_rates(args)
         own_rate = None if encoder_rate == decoder_rate else (encoder_rate, encoder_layer_names)
         phases.append(training.Phase(args.epochs + args.fine_tune_epochs, decoder_rate, unfreeze_encoder, own_rate))
-    return training.train(args, build_model, phases, callbacks=callbacks)
+    return phases
+
+
+def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
+    """Trains as the command line says; `callbacks` join Keras' fit (benchmarks time and score epochs)."""
+    args = options.parse_args(build_parser(), argv)
+    if args.fine_tune_epochs < 0 or args.fine_tune_learning_rate <= 0:
+        raise UserError("--fine-tune-epochs must be 0 or more and --fine-tune-learning-rate positive")
+    if args.stem_stride == STRIDE_2_THEN_1 and args.fine_tune_epochs == 0:
+        raise UserError(f"--stem-stride {STRIDE_2_THEN_1} switches to stride 1 when fine-tuning starts: it needs "
+                        "--fine-tune-epochs above 0 (for stride 2 throughout, give --stem-stride 2)")
+    return training.train(args, build_model, build_phases(args), callbacks=callbacks)
 
 
 if __name__ == "__main__":

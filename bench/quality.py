@@ -63,7 +63,6 @@ from models import build_unet  # noqa: E402
 from models.blocks import upsample  # noqa: E402
 from models.mobilenet_unet import DECODER_FILTERS, build_encoder  # noqa: E402
 
-DATA, WEIGHTS = SHARED_PETS, SHARED_WEIGHTS
 SIZE = 128
 VARIANTS = {  # each undoes one part of the default recipe
     "defaults, validating on every test photo each epoch": ["--val-examples", "all"],
@@ -181,7 +180,7 @@ def tutorial_mobilenet(weights: str) -> keras.Model:
 
 
 def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int,
-                 photos: Callable[[int], list[data.Photo]], weights: str = str(WEIGHTS)) -> dict:
+                 photos: Callable[[int], list[data.Photo]], weights: str = str(SHARED_WEIGHTS)) -> dict:
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = tutorial_mobilenet(weights) if model_name == "mobilenet" else build_unet((SIZE, SIZE, 3), 3)
@@ -196,7 +195,7 @@ def run_tutorial(model_name: str, folder: Path, epochs: int, seed: int,
 
 
 def script_arguments(model_name: str, source: Path, extra: list[str], epochs: int, seed: int, output: Path,
-                     weights: str = str(WEIGHTS)) -> list[str]:
+                     weights: str = str(SHARED_WEIGHTS)) -> list[str]:
     """The training script's command line for a run of `epochs` in all, fine-tuning ones among them."""
     frozen = epochs
     if model_name == "mobilenet":
@@ -211,7 +210,7 @@ def script_arguments(model_name: str, source: Path, extra: list[str], epochs: in
 
 
 def run_script(model_name: str, source: Path, extra: list[str], epochs: int, seed: int,
-               photos: Callable[[int], list[data.Photo]], weights: str = str(WEIGHTS)) -> dict:
+               photos: Callable[[int], list[data.Photo]], weights: str = str(SHARED_WEIGHTS)) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         module = train_mobilenet_unet if model_name == "mobilenet" else train_unet
         argv = script_arguments(model_name, source, extra, epochs, seed, Path(folder) / "run", weights)
@@ -241,17 +240,17 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet,unet", help="mobilenet, unet or both (default: both)")
     parser.add_argument("--variants", nargs="?", const="", default=None, metavar="TEXT",
                         help="also run the defaults with one change undone each (only those whose name holds TEXT)")
-    parser.add_argument("--data", type=Path, default=DATA,
-                        help=f"an Oxford-IIIT Pet archive folder to train and score on (default: {DATA})")
+    parser.add_argument("--data", type=Path, default=SHARED_PETS,
+                        help=f"an Oxford-IIIT Pet archive folder to train and score on (default: {SHARED_PETS})")
     parser.add_argument("--epochs", type=int, default=20, help="default: 20")
     parser.add_argument("--seed", type=int, default=1, help="default: 1")
     parser.add_argument("--fold", type=int, default=0, choices=range(FOLDS),
                         help=f"the split of --data's photos to train and score on, 0 to {FOLDS - 1} (default: 0, "
                         "the folder's own)")
-    parser.add_argument("--encoder-weights", default=str(WEIGHTS), metavar="PATH|imagenet",
+    parser.add_argument("--encoder-weights", default=str(SHARED_WEIGHTS), metavar="PATH|imagenet",
                         help="the MobileNetV2 runs' encoder, the tutorial's included: a no-top weights file, or "
                         "'imagenet' for the checkpoint Keras fetches for the model's size, as the scripts' "
-                        f"default does (default: {WEIGHTS})")
+                        f"default does (default: {SHARED_WEIGHTS})")
     parser.add_argument("--json", default=None, help="also write every epoch's scores to this file")
     args = parser.parse_args()
     if not (args.data / "images").is_dir():

@@ -240,12 +240,14 @@ def stem_steps(steps: int, warmup: int, repeats: int) -> list[list]:
     x = rng.random((16, 128, 128, 3)).astype(np.float32)
     y = rng.integers(0, 3, (16, 128, 128, 1)).astype(np.int32)
     defaults = train_mobilenet_unet.build_parser().parse_args(["--data", "synthetic"])
+    frozen_phase, fine_tuning_phase = train_mobilenet_unet.build_phases(defaults)
     timed: dict[tuple[str, int], Callable[[], object]] = {}
     for stride in (2, 1):
         for phase, fine_tuning in (("frozen", False), ("fine-tuning", True)):
             model = default_mobilenet_unet(fine_tuning, stem_stride=stride)
-            training.compile_phase(model, defaults, defaults.learning_rate, phase_steps=1000, steps_per_epoch=15,
-                                   class_names=data.OXFORD_CLASS_NAMES)
+            recipe_of = fine_tuning_phase if fine_tuning else frozen_phase  # the fine-tuning's two peaks
+            training.compile_phase(model, defaults, recipe_of.learning_rate, phase_steps=1000, steps_per_epoch=15,
+                                   class_names=data.OXFORD_CLASS_NAMES, own_rate=recipe_of.own_rate)
             timed[phase, stride] = lambda model=model: model.train_on_batch(x, y)
             if not fine_tuning:  # the encoder's forward pass alone, as the frozen phase runs it
                 encoder = tf.function(lambda images, layer=model.get_layer("encoder"): layer(images, training=False))
