@@ -88,8 +88,8 @@ VARIANTS_BY_MODEL = {  # the defaults differ: these undo or add what the other m
                   "defaults, the first convolution unstrided in the frozen epochs too (--stem-stride 1)": [
                       "--stem-stride", "1"],
                   "defaults at 160 px, trained on 128 px windows": ["--image-size", "160", "--crop", "128"],
-                  "defaults at 192 px, trained on 160 px windows, half-width decoder, flips only": [
-                      "--image-size", "192", "--crop", "160", "--decoder-filters", "256,128,64,32", "--augment", "flip"]},
+                  "defaults at 192 px, trained on 160 px windows, half-width decoder": [
+                      "--image-size", "192", "--crop", "160", "--decoder-filters", "256,128,64,32"]},
     "unet": {"defaults, one pass an epoch (--repeat 1)": ["--repeat", "1"],
              "defaults at 192 px, trained on 128 px windows": ["--image-size", "192", "--crop", "128"]},
 }
