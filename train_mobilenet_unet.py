@@ -71,7 +71,9 @@ UNSTRIDED_STEM_UP_TO = 128
 # Stride 1 throughout took 1.44 to 1.47 times the tutorial recipe's time where it was chosen, but 1.85
 # on a day the same kind of machine ran its larger activations slower; 2,1 took 1.47 then, and kept
 # most of the quality: on five folds 0.753 mean IoU against 0.757 (stride 2 throughout: 0.747)
-# (BENCHMARKS.md, sessions 20 and 21). 1 here makes 'auto' stride 1 throughout again.
+# (BENCHMARKS.md, sessions 20 and 21); with the decoder's own fine-tuning peak 0.757 against 0.758,
+# for about 13% less time a run by the step timings (session 24). 1 here makes 'auto' stride 1
+# throughout again.
 AUTO_FROZEN_STRIDE = 2
 STRIDE_2_THEN_1 = "2,1"
 OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that file on a machine with access "
