@@ -51,6 +51,13 @@ def float32_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+def schedule_config(optimizer: keras.optimizers.Optimizer) -> dict:
+    """The config of the learning-rate schedule an optimizer was made with (its peak is
+    `warmup_target`). Keras' public `learning_rate` gives only the schedule's current value, so
+    this reads the private attribute, in this one place."""
+    return optimizer._learning_rate.get_config()
+
+
 def run_main(main, argv, capsys) -> tuple[int, str, str]:
     """A script's main run as from the shell (errors become messages): (status, stdout, stderr)."""
     status = run_cli(main, [str(word) for word in argv])

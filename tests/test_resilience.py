@@ -12,7 +12,7 @@ import keras
 import pytest
 
 import train_unet
-from conftest import REPO
+from conftest import REPO, schedule_config
 from rundir import RunDir
 from test_training import SMALL_UNET, check_run_folder, read_history
 
@@ -87,7 +87,7 @@ def test_resume_extends_a_finished_run_and_its_schedule(tmp_path):
     check_run_folder(run, epochs=4)
     model = keras.models.load_model(run / "last.keras")
     assert int(model.optimizer.iterations.numpy()) == 8  # 4 epochs of 2 steps: continued, not restarted
-    schedule = model.optimizer._learning_rate.get_config()
+    schedule = schedule_config(model.optimizer)
     assert (schedule["warmup_steps"], schedule["decay_steps"]) == (2, 6)  # the new plan: 8 steps, 2 of warm-up
     assert json.loads((run / "config.json").read_text())["epochs"] == 2  # the start is recorded as it was
     assert json.loads((run / "metrics.json").read_text())["settings"]["epochs"] == 4

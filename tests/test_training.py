@@ -17,7 +17,7 @@ import rundir
 import train_mobilenet_unet
 import train_unet
 import training
-from conftest import run_main, run_subprocess
+from conftest import run_main, run_subprocess, schedule_config
 from inference import keras_predictor, with_test_time_augmentation
 from models.mobilenet_unet import stem_stride_of
 
@@ -114,7 +114,7 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monk
     assert metrics["best_epoch"] in (1, 2)
     # fine-tuning trains the encoder at --fine-tune-learning-rate's peak, the rest at the decoder's
     assert type(last.optimizer) is keras.optimizers.MultiOptimizer
-    trained_with = {inner._learning_rate.get_config()["warmup_target"]: (len(inner.variables) - 1) // 2
+    trained_with = {schedule_config(inner)["warmup_target"]: (len(inner.variables) - 1) // 2
                     for inner in last.optimizer.optimizers}  # AdamW: its step count, then two moments a weight
     encoder_weights = len(encoder.trainable_weights)
     assert encoder_weights == 33  # the kernels of blocks 6 to 16, BatchNorm frozen
@@ -576,7 +576,7 @@ def test_a_run_resumed_within_fine_tuning_continues_both_learning_rates(tmp_path
     assert train_mobilenet_unet.main(["--resume", str(run)]) == 0
     last = keras.models.load_model(run / "last.keras")
     assert type(last.optimizer) is keras.optimizers.MultiOptimizer
-    schedules = sorted((inner._learning_rate.get_config()["warmup_target"], int(inner.iterations.numpy()))
+    schedules = sorted((schedule_config(inner)["warmup_target"], int(inner.iterations.numpy()))
                        for inner in last.optimizer.optimizers)
     assert schedules == [(pytest.approx(3e-4), 4), (pytest.approx(1e-3), 4)]
     check_run_folder(run, epochs=3)
