@@ -230,7 +230,8 @@ def add_tta_option(add, what: str) -> None:
     """--tta, the same for training's final evaluation, evaluate.py and predict.py."""
     add("--tta", choices=inference.TEST_TIME_AUGMENTATIONS, default="flip", help=(
         f"test-time augmentation {what}. flip: each photo's logits averaged with its mirror image's "
-        "(+0.015 mean IoU on the pets, for twice the model's work); none: one pass"))
+        "(on the pets +0.005 mean IoU for the MobileNetV2 U-Net's defaults, +0.016 for the U-Net's, for twice "
+        "the model's work); none: one pass"))
 
 
 def add_size_option(add) -> None:
@@ -238,8 +239,8 @@ def add_size_option(add) -> None:
     add("--size", type=int, default=None, metavar="PX", help=(
         "resize photos to PX for the model instead of the size it was trained at; a .keras model is "
         "called at that size with the same weights (a multiple of 32 for the MobileNetV2 U-Net, of 64 for the "
-        "U-Net). A MobileNetV2 U-Net trained at 128 scored +0.013 mean IoU at 160 on held-out pets, "
-        "for 1.56 times the work (BENCHMARKS.md) (default: the model's own)"))
+        "U-Net). The MobileNetV2 U-Net's defaults, trained at 128, scored the same at 160 on held-out pets "
+        "(their fine-tuned encoder already works at twice the resolution; BENCHMARKS.md) (default: the model's own)"))
 
 
 def check_at_least_one(args: argparse.Namespace, names: Sequence[str]) -> None:
