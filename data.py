@@ -44,9 +44,9 @@ SYNTHETIC = "synthetic"
 SYNTHETIC_SIZES = {"train": 512, "test": 128}
 SPLITS = ("train", "test")
 CACHES = ("memory", "disk", "none")
-# Formats tf.io.decode_image reads; anything else is skipped before training starts.
-DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
-CACHE_FORMAT = 2  # raised when cached examples change for the same settings; 2: photos turned upright by EXIF
+# Formats inference.decode_photo reads; anything else is skipped before training starts.
+DECODABLE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
+CACHE_FORMAT = 3  # raised when cached examples change for the same settings (2: EXIF turns, 3: WebP read)
 OXFORD_CLASS_NAMES = ("pet", "background", "border")
 VOC_CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -749,11 +749,16 @@ def _read_checked_mask(pair: Pair, labels: Labels) -> tuple[np.ndarray, int] | N
     try:
         with Image.open(pair.image) as image:
             image_format, photo_size, orientation = image.format, image.size, exif_orientation(image)
+            frames = getattr(image, "n_frames", 1)
     except (UnidentifiedImageError, OSError) as error:
         _warn_skipped([pair.image], f"is not a readable image ({first_line(error)})")
         return None
     if image_format not in DECODABLE_FORMATS:
-        _warn_skipped([pair.image], f"is a {image_format} file; use JPEG, PNG, BMP or GIF")
+        _warn_skipped([pair.image], f"is a {image_format} file; use JPEG, PNG, BMP, GIF or WebP")
+        return None
+    if image_format == "WEBP" and frames > 1:  # TensorFlow decodes animated WebP only when its frames are RGBA
+        _warn_skipped([pair.image], f"is an animated WebP of {frames} frames; save the frame its mask is drawn on "
+                                    "as a still image")
         return None
     try:
         with Image.open(pair.mask) as mask_file:

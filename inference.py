@@ -37,7 +37,7 @@ Image.MAX_IMAGE_PIXELS = 400_000_000  # large camera and scanner images are legi
 WHOLE_IMAGE_PIXELS = 4_000_000  # up to this size, logits are resized in one TensorFlow op
 BAND_ROWS = 256  # beyond it, rows of full-resolution logits held at once: bounds memory
 DRAFT_MARGIN = 4  # JPEGs are decoded at reduced scale down to this many times the model's size
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class BadImage(ValueError):
@@ -62,17 +62,29 @@ def resize_image(image: tf.Tensor | np.ndarray, size: int) -> tf.Tensor:
 
 
 def decode_photo(encoded: tf.Tensor) -> tf.Tensor:
-    """Encoded JPEG, PNG, GIF or BMP bytes -> uint8 RGB (H, W, 3), pixel for pixel as PIL reads them.
+    """Encoded JPEG, PNG, GIF, BMP or still WebP bytes -> uint8 RGB (H, W, 3), pixel for pixel
+    as PIL reads them.
 
     TensorFlow's JPEG decoder defaults to libjpeg's fast integer IDCT; PIL, and so
     `read_photo`, uses the accurate one. On the Oxford-IIIT Pet photos the two differ by 1.1
-    grey levels on average, so training decodes JPEGs the accurate way too.
+    grey levels on average, so training decodes JPEGs the accurate way too. TensorFlow's
+    WebP decoder refuses to drop a WebP's alpha channel itself (`channels` must match the
+    file), so a WebP is decoded as stored and its alpha dropped here, as PIL's RGB does.
     """
-    return tf.cond(
-        tf.io.is_jpeg(encoded),
-        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    def webp() -> tf.Tensor:
+        return tf.ensure_shape(tf.io.decode_webp(encoded)[0, :, :, :3], [None, None, 3])
+
+    return tf.case(
+        [(tf.io.is_jpeg(encoded), lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")),
+         (is_webp(encoded), webp)],
+        default=lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
     )
+
+
+def is_webp(encoded: tf.Tensor) -> tf.Tensor:
+    """Whether encoded bytes are a WebP file: a RIFF container whose form type is WEBP."""
+    return tf.logical_and(tf.equal(tf.strings.substr(encoded, 0, 4), b"RIFF"),
+                          tf.equal(tf.strings.substr(encoded, 8, 4), b"WEBP"))
 
 
 EXIF_ORIENTATION = 0x0112

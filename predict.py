@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True,
                         help="a trained model: .keras (e.g. RUN_DIR/best.keras) or a .tflite made by export.py")
-    parser.add_argument("--input", required=True, help="folder of images (JPEG, PNG, BMP, GIF; any letter case)")
+    parser.add_argument("--input", required=True, help="folder of images (JPEG, PNG, BMP, GIF, WebP; any letter case)")
     parser.add_argument("--output", required=True, help="folder for the masks and overlays (created if needed)")
     parser.add_argument("--recursive", action="store_true",
                         help="also segment images in sub-folders, mirroring them under --output (default: off)")

@@ -348,6 +348,37 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
     assert first_batch(ds)[0].shape == (1, 32, 32, 3)
 
 
+def test_webp_photos_train_as_predict_reads_them_and_animated_ones_are_skipped(tmp_path):
+    from inference import read_photo, resize_image
+
+    rng = np.random.default_rng(9)
+    train = tmp_path / "train"
+    write_pair(train, "a_png", *random_pair(rng))
+    image, mask = random_pair(rng)
+    Image.fromarray(image).save(train / "images" / "b_lossy.webp", quality=80)
+    Image.fromarray(mask).save(train / "masks" / "b_lossy.png")
+    alpha = np.dstack([image, rng.integers(0, 256, image.shape[:2], dtype=np.uint8)])
+    Image.fromarray(alpha, "RGBA").save(train / "images" / "c_alpha.WEBP", lossless=True, exact=True)
+    Image.fromarray(mask).save(train / "masks" / "c_alpha.png")
+    frames = [Image.fromarray(random_pair(rng)[0]) for _ in range(3)]
+    frames[0].save(train / "images" / "d_animated.webp", save_all=True, append_images=frames[1:])
+    Image.fromarray(mask).save(train / "masks" / "d_animated.png")
+    with pytest.warns(data.DataWarning) as caught:
+        split = data.load_split(tmp_path, "train", data.DataOptions(image_size=32))
+    assert [str(w.message) for w in caught] == [
+        f"skipping {train / 'images' / 'd_animated.webp'}: it is an animated WebP of 3 frames; save the frame its "
+        "mask is drawn on as a still image"]
+    assert split.count == 3
+    examples = list(split.examples.as_numpy_iterator())
+    for stem, (image, label) in zip(("b_lossy.webp", "c_alpha.WEBP"), examples[1:]):
+        photo, size = read_photo(train / "images" / stem)
+        assert size == (40, 48) and image.shape == (32, 32, 3) and image.dtype == np.uint8
+        np.testing.assert_array_equal(image, resize_image(photo, 32).numpy())  # the pixels predict.py uses
+        np.testing.assert_array_equal(label[..., 0], data.resize_mask_array(mask, 32))
+    lossless = np.asarray(Image.open(train / "images" / "c_alpha.WEBP").convert("RGB"))
+    np.testing.assert_array_equal(lossless, alpha[..., :3])  # lossless and exact: the alpha dropped, not blended
+
+
 def test_truncated_image_is_dropped_not_a_crash_mid_epoch(tmp_path):
     rng = np.random.default_rng(8)
     for stem in ("a", "b"):

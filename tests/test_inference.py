@@ -58,6 +58,26 @@ def test_tensorflow_decodes_jpegs_as_pil_does(oxford_sample):
     assert np.abs(fast.astype(int) - pil.astype(int)).mean() > 0.1
 
 
+@pytest.mark.parametrize("mode, options", [("RGB", {"quality": 80}), ("RGB", {"lossless": True}),
+                                           ("RGBA", {"quality": 80}),
+                                           ("RGBA", {"lossless": True, "exact": True})])
+def test_tensorflow_decodes_still_webp_as_pil_does(oxford_sample, tmp_path, mode, options):
+    photo = Image.open(next((oxford_sample / "images").glob("*.jpg"))).convert(mode)
+    if mode == "RGBA":  # a varying alpha, which the encoder keeps
+        photo.putalpha(Image.fromarray((np.arange(photo.width) % 256).astype(np.uint8)[None].repeat(photo.height, 0)))
+    path = tmp_path / "photo.webp"
+    photo.save(path, **options)
+    assert Image.open(path).mode == mode
+    decode = tf.function(inference.decode_photo)  # as the tf.data pipeline runs it: a graph, static channels
+    assert decode.get_concrete_function(tf.TensorSpec([], tf.string)).output_shapes.as_list() == [None, None, 3]
+    decoded = decode(tf.io.read_file(str(path))).numpy()
+    pil = np.asarray(Image.open(path).convert("RGB"))
+    assert decoded.shape == pil.shape == (photo.height, photo.width, 3) and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, pil)
+    if "exact" in options:  # lossless, transparent pixels' colours kept: the alpha is dropped, not blended
+        np.testing.assert_array_equal(decoded, np.asarray(photo)[..., :3])
+
+
 def test_model_input_is_float32_in_zero_one():
     pixels = np.array([[[[0, 51, 255]]]], np.uint8)
     model_input = inference.to_model_input(pixels).numpy()

@@ -40,8 +40,9 @@ def seen_sizes(folder: Path) -> dict[str, tuple[int, int]]:
     Image.fromarray(noise(31, 29)).save(folder / "UPPER.JPG")
     Image.fromarray((np.arange(24 * 36).reshape(24, 36) * 70).astype(np.uint16)).save(folder / "sixteen.png")
     Image.fromarray(noise(25, 26)).save(folder / "bitmap.bmp")
+    Image.fromarray(noise(27, 39, 4), "RGBA").save(folder / "web.webp", quality=80)
     return {"rgb": (50, 70), "grey": (40, 30), "rgba": (33, 45), "palette": (20, 28), "cmyk": (48, 64),
-            "rotated": (60, 40), "UPPER": (31, 29), "sixteen": (24, 36), "bitmap": (25, 26)}
+            "rotated": (60, 40), "UPPER": (31, 29), "sixteen": (24, 36), "bitmap": (25, 26), "web": (27, 39)}
 
 
 def bad_files(folder: Path) -> set[str]:
