@@ -749,14 +749,14 @@ def _read_checked_mask(pair: Pair, labels: Labels) -> tuple[np.ndarray, int] | N
     try:
         with Image.open(pair.image) as image:
             image_format, photo_size, orientation = image.format, image.size, exif_orientation(image)
-            frames = getattr(image, "n_frames", 1)
+            frames = image.n_frames if image_format == "WEBP" else 1  # a GIF would be read to its end to count
     except (UnidentifiedImageError, OSError) as error:
         _warn_skipped([pair.image], f"is not a readable image ({first_line(error)})")
         return None
     if image_format not in DECODABLE_FORMATS:
         _warn_skipped([pair.image], f"is a {image_format} file; use JPEG, PNG, BMP, GIF or WebP")
         return None
-    if image_format == "WEBP" and frames > 1:  # TensorFlow decodes animated WebP only when its frames are RGBA
+    if frames > 1:  # TensorFlow decodes an animated WebP only when its frames are RGBA
         _warn_skipped([pair.image], f"is an animated WebP of {frames} frames; save the frame its mask is drawn on "
                                     "as a still image")
         return None
