@@ -116,10 +116,14 @@ class DataOptions:
         if self.cache == "disk" and not self.cache_dir:
             raise ValueError("a disk cache needs a cache_dir")
 
-    def cache_key(self, source: str | os.PathLike, split: str) -> str:
-        """A name for a split's disk cache that changes with anything that changes its examples."""
+    def cache_key(self, source: str | os.PathLike, split: str, contents: str = "") -> str:
+        """A name for a split's disk cache that changes with anything that changes its examples.
+
+        `contents`: what the split's files are (`files_fingerprint`), for a folder, whose photos
+        can be added, removed or replaced between runs that share a cache folder.
+        """
         settings = [CACHE_FORMAT, os.fspath(source), split, self.image_size, self.limit, self.num_classes,
-                    self.mask_offset, self.holdout_fraction, self.ignore_class]
+                    self.mask_offset, self.holdout_fraction, self.ignore_class, contents]
         return f"{split}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:12]}"
 
     def offset_for(self, oxford: bool) -> int:
@@ -331,6 +335,7 @@ def load_split(source: str | os.PathLike, split: str, options: DataOptions = Dat
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     name = os.fspath(source)
     size, limit = options.image_size, options.limit
+    contents = ""  # what a folder's files are, for its disk cache's name
     if name == SYNTHETIC:
         options.labels(oxford=False)  # the ignore value may not be a class
         loaded = _synthetic_split(split, size, limit)
@@ -339,10 +344,27 @@ def load_split(source: str | os.PathLike, split: str, options: DataOptions = Dat
     else:
         root, layout, pairs = _folder_pairs(name, split, options)
         loaded = _file_split(pairs, size, options.labels(oxford=layout == "oxford"), f"{root} ({split} split)")
+        if options.cache == "disk":
+            contents = files_fingerprint([path for pair in pairs for path in (pair.image, pair.mask)])
     cache_file = None
     if options.cache == "disk":
-        cache_file = str(Path(options.cache_dir) / options.cache_key(source, split))
+        cache_file = str(Path(options.cache_dir) / options.cache_key(source, split, contents))
     return dataclasses.replace(loaded, cache=options.cache, cache_file=cache_file)
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """A digest of the files' names, sizes and modification times, in order.
+
+    A tf.data disk cache holds examples without saying which files they came from, and reads
+    back whatever it holds: a cache shared between runs (--cache-dir) would go on serving a
+    folder's old photos after one was added, removed or replaced. Hashing what the files hold
+    would read every photo before each run; their sizes and times change with any edit.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = Path(path).stat()
+        digest.update(f"{os.fspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def spread_subset(split: Split, count: int) -> Split:

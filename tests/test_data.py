@@ -439,7 +439,8 @@ def test_every_cache_gives_the_same_batches(own_flat, tmp_path, cache):
             np.testing.assert_array_equal(got, expected)
     files = sorted(p.name for p in (tmp_path / "cache").iterdir()) if cache == "disk" else []
     if cache == "disk":
-        key = options.cache_key(own_flat, "train")
+        key = Path(data.load_split(own_flat, "train", options).cache_file).name
+        assert key.startswith("train-")
         assert f"{key}.index" in files and any(name.startswith(f"{key}.data") for name in files)
 
 
@@ -448,6 +449,46 @@ def test_disk_cache_names_change_with_the_settings(own_flat):
     assert small.cache_key(own_flat, "train") != large.cache_key(own_flat, "train")
     assert small.cache_key(own_flat, "train") != small.cache_key(own_flat, "test")
     assert small.cache_key(own_flat, "train") == data.DataOptions(image_size=32, cache="none").cache_key(own_flat, "train")
+
+
+def test_a_shared_disk_cache_is_not_reused_once_the_folder_changes(own_flat, tmp_path_factory):
+    """--cache-dir shared between runs: a photo replaced, or a pair added, is read anew, not served from the cache."""
+    cached = data.DataOptions(image_size=32, cache="disk", cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+    def both_splits(options):
+        """Every batch of both splits, each read twice (the second pass reads the cache)."""
+        read = {}
+        for split in ("train", "test"):
+            ds = data.build_dataset(own_flat, split, options, batch_size=4)
+            passes = [[[t.numpy() for t in batch] for batch in ds] for _ in range(2)]
+            assert_same_batches(*passes)
+            read[split] = passes[1]
+        return read
+
+    def assert_same_batches(got, expected):
+        assert len(got) == len(expected)
+        for got_batch, expected_batch in zip(got, expected):
+            for a, b in zip(got_batch, expected_batch, strict=True):
+                np.testing.assert_array_equal(a, b)
+
+    def cache_names():
+        return {split: data.load_split(own_flat, split, cached).cache_file for split in ("train", "test")}
+
+    both_splits(cached)
+    names_before = cache_names()
+    Image.new("RGB", (48, 40), (255, 255, 255)).save(own_flat / "images" / "photo_3.png")  # a photo replaced
+    after = both_splits(cached)
+    for split in ("train", "test"):
+        assert_same_batches(after[split], both_splits(data.DataOptions(image_size=32))[split])
+    white = [images for batches in after.values() for images, _ in batches if (images == 1.0).all(axis=(1, 2, 3)).any()]
+    assert len(white) == 1
+    names_replaced = cache_names()
+    assert sum(names_replaced[split] != names_before[split] for split in names_before) >= 1
+
+    write_pair(own_flat, "photo_zz", *random_pair(np.random.default_rng(1)))  # a pair added
+    grown = both_splits(cached)
+    assert sum(images.shape[0] for batches in grown.values() for images, _ in batches) == 11
+    assert cache_names() != names_replaced
 
 
 def test_a_disk_cache_needs_a_folder():
