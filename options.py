@@ -64,7 +64,8 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
         "where resized examples are kept after the first epoch: memory (fastest), disk (a tf.data file "
         "cache, for data larger than memory; reused by --resume), none (read and resize every epoch)"))
     add("--cache-dir", default=None, metavar="DIR",
-        help="folder of the disk cache (default: RUN/cache); a cache is only reused for the same files (names, sizes, times) and settings")
+        help="folder of the disk cache (default: RUN/cache); a cache is only reused for the same files "
+             "(names, sizes, times) and settings")
     add("--augment", type=augment.parse_augmentations, default=",".join(augment.DEFAULT),
         help="training augmentations, comma-separated, or 'none': " + "; ".join(
             f"{name}: {what}" for name, what in augment.AUGMENTATIONS.items()))
