@@ -335,7 +335,7 @@ def load_split(source: str | os.PathLike, split: str, options: DataOptions = Dat
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     name = os.fspath(source)
     size, limit = options.image_size, options.limit
-    contents = ""  # what a folder's files are, for its disk cache's name
+    pairs: list[Pair] = []  # a folder's files, which name its disk cache too
     if name == SYNTHETIC:
         options.labels(oxford=False)  # the ignore value may not be a class
         loaded = _synthetic_split(split, size, limit)
@@ -344,10 +344,9 @@ def load_split(source: str | os.PathLike, split: str, options: DataOptions = Dat
     else:
         root, layout, pairs = _folder_pairs(name, split, options)
         loaded = _file_split(pairs, size, options.labels(oxford=layout == "oxford"), f"{root} ({split} split)")
-        if options.cache == "disk":
-            contents = files_fingerprint([path for pair in pairs for path in (pair.image, pair.mask)])
     cache_file = None
     if options.cache == "disk":
+        contents = files_fingerprint([path for pair in pairs for path in (pair.image, pair.mask)]) if pairs else ""
         cache_file = str(Path(options.cache_dir) / options.cache_key(source, split, contents))
     return dataclasses.replace(loaded, cache=options.cache, cache_file=cache_file)
 
