@@ -14,7 +14,7 @@ import pytest
 import train_unet
 from conftest import REPO, schedule_config
 from rundir import RunDir
-from test_training import SMALL_UNET, check_run_folder, read_history
+from test_training import SMALL_UNET, check_run_folder, read_history, saved_model
 
 LONG = ["--data", "synthetic", "--image-size", "64", "--limit", "64", "--batch-size", "8", "--seed", "1",
         "--val-examples", "8", "--repeat", "1"] + SMALL_UNET
@@ -85,7 +85,7 @@ def test_resume_extends_a_finished_run_and_its_schedule(tmp_path):
     assert train_unet.main(QUICK + ["--epochs", "2", "--output", str(run)]) == 0
     assert train_unet.main(["--resume", str(run), "--epochs", "4"]) == 0
     check_run_folder(run, epochs=4)
-    model = keras.models.load_model(run / "last.keras")
+    model = saved_model(run / "last.keras")
     assert int(model.optimizer.iterations.numpy()) == 8  # 4 epochs of 2 steps: continued, not restarted
     schedule = schedule_config(model.optimizer)
     assert (schedule["warmup_steps"], schedule["decay_steps"]) == (2, 6)  # the new plan: 8 steps, 2 of warm-up

@@ -1,6 +1,7 @@
 """The training scripts end to end on small data, their artifacts, resume, devices and errors."""
 
 import csv
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -33,9 +34,28 @@ def read_history(run: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+_SAVED: dict[str, keras.Model] = {}
+
+
+def saved_model(path: Path) -> keras.Model:
+    """The model saved at `path`, loaded in safe mode once for each version of the file.
+
+    Loading the MobileNetV2 U-Net takes about 3 s, and a test reads its run's last.keras several
+    times, and best.keras, often the very same file. The key is the file's bytes, so a file a
+    resumed run rewrote is loaded afresh. Only the newest two versions are kept (best and last),
+    and callers must not change the model they get.
+    """
+    key = hashlib.sha256(path.read_bytes()).hexdigest()
+    if key not in _SAVED:
+        while len(_SAVED) >= 2:
+            del _SAVED[next(iter(_SAVED))]
+        _SAVED[key] = keras.models.load_model(path, safe_mode=True)
+    return _SAVED[key]
+
+
 def check_run_folder(run: Path, epochs: int, size: int = 64, test_images: int = 16) -> dict:
     for name in ("best.keras", "last.keras"):
-        model = keras.models.load_model(run / name, safe_mode=True)
+        model = saved_model(run / name)
         assert model.predict(np.zeros((2, size, size, 3), "float32"), verbose=0).shape == (2, size, size, 3)
     rows = read_history(run)
     assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
@@ -78,12 +98,12 @@ def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     metrics = check_run_folder(run, epochs=1)  # the final evaluation covers all 16 test examples
     assert metrics["validation_examples"] == 4  # every 4th of the 16 after each epoch
     # two passes over the 16 training examples in batches of 8: 4 steps in the epoch
-    assert int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy()) == 4
+    assert int(saved_model(run / "last.keras").optimizer.iterations.numpy()) == 4
     assert metrics["recipe"]["repeat"] == 2
     # the test figures come from one pass over the photos; Keras' evaluate of the saved model, on
     # batches weighted as the loss weighs them (the outline 3, the default), agrees
     assert metrics["recipe"]["outline_weight"] == 3.0
-    keras_figures = keras.models.load_model(run / "last.keras").evaluate(
+    keras_figures = saved_model(run / "last.keras").evaluate(
         data.build_dataset("synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8,
                            outline_weight=3.0), return_dict=True, verbose=0)
     for name in ("loss", "accuracy", "mean_iou"):
@@ -93,7 +113,7 @@ def test_train_unet_one_epoch_leaves_a_complete_run(tmp_path):
     # the best epoch is the last: best.keras is that very file, linked rather than written twice
     assert (run / "best.keras").read_bytes() == (run / "last.keras").read_bytes()
     assert (run / "logs" / "train").is_dir() and (run / "logs" / "validation").is_dir()  # TensorBoard
-    assert metrics["parameters"]["total"] == keras.models.load_model(run / "last.keras").count_params()
+    assert metrics["parameters"]["total"] == saved_model(run / "last.keras").count_params()
 
 
 def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monkeypatch, random_mobilenet_weights):
@@ -106,7 +126,7 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monk
     assert train_mobilenet_unet.main(argv) == 0
     assert len(traces) == 2  # once a phase: an optimizer left to build inside the trace makes that twice
     check_run_folder(run, epochs=2)
-    last = keras.models.load_model(run / "last.keras", safe_mode=True)
+    last = saved_model(run / "last.keras")
     encoder = last.get_layer("encoder")
     assert encoder.trainable and not encoder.get_layer("bn_Conv1").trainable  # fine-tuned, BatchNorm frozen
     assert stem_stride_of(last) == 1  # --stem-stride auto at 64 px: unstrided once fine-tuning starts
@@ -231,18 +251,18 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     assert "continue with --resume" in capsys.readouterr().err
     assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 1}
     assert len(read_history(run)) == 1 and not (run / "metrics.json").exists()
-    steps = int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy())
+    steps = int(saved_model(run / "last.keras").optimizer.iterations.numpy())
     assert steps == 2  # 16 examples in batches of 8
 
     monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", original)
     assert train_unet.main(["--resume", str(run)]) == 0
     check_run_folder(run, epochs=3)
-    assert int(keras.models.load_model(run / "last.keras").optimizer.iterations.numpy()) == 6
+    assert int(saved_model(run / "last.keras").optimizer.iterations.numpy()) == 6
     assert train_unet.main(["--resume", str(run)]) == 0  # nothing left to train: evaluates again
     metrics = check_run_folder(run, epochs=3)
     # the default final evaluation is predict.py's: logits averaged with the mirror image's
     assert metrics["test"]["tta"] == "flip"
-    figures = fresh_figures(keras.models.load_model(run / "last.keras"))
+    figures = fresh_figures(saved_model(run / "last.keras"))
     assert metrics["test"]["mean_iou"] == pytest.approx(figures["model_size"]["mean_iou"], abs=1e-6)
     assert metrics["test"]["original_size"]["mean_iou"] == pytest.approx(figures["original_size"]["mean_iou"], abs=1e-6)
 
@@ -267,7 +287,7 @@ def test_class_and_outline_weights_change_the_loss(tmp_path):
         assert losses[name] != pytest.approx(losses["plain"], rel=0.05)
         # the run's test loss is Keras' evaluate of its model on the test batches weighted the same way
         weights = [5, 5, 0.1] if settings["class_weights"] else None
-        evaluated = keras.models.load_model(run / "last.keras").evaluate(data.build_dataset(
+        evaluated = saved_model(run / "last.keras").evaluate(data.build_dataset(
             "synthetic", "test", data.DataOptions(image_size=64, limit=16), batch_size=8, class_weights=weights,
             outline_weight=settings["outline_weight"]), return_dict=True, verbose=0)
         assert metrics["test"]["loss"] == pytest.approx(evaluated["loss"], abs=1e-5)
@@ -278,7 +298,7 @@ def test_every_loss_trains_and_reloads(tmp_path, loss):
     run = tmp_path / "run"
     argv = QUICK + SMALL_UNET + ["--epochs", "1", "--loss", loss, "--class-weights", "balanced", "--output", str(run)]
     assert train_unet.main(argv) == 0
-    model = keras.models.load_model(run / "last.keras", safe_mode=True)
+    model = saved_model(run / "last.keras")
     assert type(model.loss).__name__ == {"dice": "DiceLoss", "focal": "FocalLoss", "sce+dice": "CrossEntropyDiceLoss"}[loss]
 
 
@@ -303,7 +323,7 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_every_replica_also_after_t
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training on 2 replica(s) with MirroredStrategy" in result.stdout
     metrics = check_run_folder(run, epochs=2)
-    last = keras.models.load_model(run / "last.keras")
+    last = saved_model(run / "last.keras")
     assert stem_stride_of(last) == 1 and last.get_layer("encoder").get_layer("block_6_expand").trainable
     assert f"weights digest {training.weights_digest(last)}" in result.stdout  # the model trained is the one saved
     assert metrics["test"]["mean_iou"] == pytest.approx(fresh_figures(last)["model_size"]["mean_iou"], abs=1e-6)
@@ -314,7 +334,7 @@ def test_mixed_precision_trains_with_float32_logits(tmp_path, float32_policy, gi
     run = tmp_path / "run"
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", *given,
                                                  "--output", str(run)]) == 0
-    model = keras.models.load_model(run / "last.keras", safe_mode=True)
+    model = saved_model(run / "last.keras")
     assert model.get_layer("enc1_conv").compute_dtype == compute
     assert model.get_layer("enc1_conv").kernel.dtype == "float32"
     assert model.get_layer("logits").compute_dtype == "float32"
@@ -486,7 +506,7 @@ def test_mobilenet_unet_options_reach_the_trained_model(tmp_path, capsys):
                     "--fine-tune-epochs", "0", "--tta", "none",
                     "--output", str(run)]
     assert train_mobilenet_unet.main(argv) == 0
-    model = keras.models.load_model(run / "last.keras", safe_mode=True)
+    model = saved_model(run / "last.keras")
     assert [model.get_layer(f"up{i}").layers[0].filters for i in (1, 2, 3, 4)] == [16, 8, 8, 4]
     assert [layer.name for layer in model.layers if "fuse" in layer.name] == ["up2_fuse"]
     assert model.get_layer("up2_fuse").layers[0].filters == 12
@@ -532,54 +552,44 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_stride_2_then_1_switches_at_fine_tuning_also_on_resume_and_judges_the_switched_model(
+def test_a_run_stopped_in_each_phase_resumes_into_the_stride_switch_and_continues_both_learning_rates(
         tmp_path, monkeypatch, random_mobilenet_weights):
     """--stem-stride 2,1: the frozen epochs at stride 2, then the model rebuilt unstrided with its weights.
 
     Stopped after the frozen epoch, the run resumes into the switch; the 32-px windows (--crop) must
-    still fit the rebuilt model, and the final figures must be the saved model's, not those of a
-    predictor traced before the switch.
+    still fit the rebuilt model. Stopped again after the first fine-tuning epoch and resumed, the
+    encoder's and the decoder's optimizers keep counting their steps (2 an epoch) on their own
+    schedules, not restarted. The final figures must be the saved model's, not those of a
+    predictor traced before the switch. (One run for both stops: most of a MobileNetV2 run's
+    time in a test is tracing.)
     """
     run = tmp_path / "run"
     original = interrupt_after_each_epoch(monkeypatch)
     argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--stem-stride", "2,1", "--crop", "32",
-                    "--epochs", "1", "--fine-tune-epochs", "1", "--decoder-filters", "32,16,16,8", "--output", str(run)]
-    assert train_mobilenet_unet.main(argv) == 130
-    frozen = keras.models.load_model(run / "last.keras")
+                    "--epochs", "1", "--fine-tune-epochs", "2", "--decoder-filters", "32,16,16,8", "--output", str(run)]
+    assert train_mobilenet_unet.main(argv) == 130  # after the frozen epoch
+    frozen = saved_model(run / "last.keras")
     assert stem_stride_of(frozen) == 2 and not frozen.get_layer("encoder").trainable
+
+    assert train_mobilenet_unet.main(["--resume", str(run)]) == 130  # after the first fine-tuning epoch
+    midway = saved_model(run / "last.keras")
+    assert stem_stride_of(midway) == 1
+    assert [int(inner.iterations.numpy()) for inner in midway.optimizer.optimizers] == [2, 2]
 
     monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", original)
     assert train_mobilenet_unet.main(["--resume", str(run)]) == 0
-    metrics = check_run_folder(run, epochs=2)
-    last = keras.models.load_model(run / "last.keras")
+    metrics = check_run_folder(run, epochs=3)
+    last = saved_model(run / "last.keras")
     encoder = last.get_layer("encoder")
     assert stem_stride_of(last) == 1 and encoder.get_layer("Conv1").output.shape[1:3] == (64, 64)
     assert encoder.get_layer("block_6_expand").trainable and not encoder.get_layer("block_5_expand").trainable
     assert last.count_params() == frozen.count_params()
     assert metrics["settings"]["stem_stride"] == "2,1"
-    assert metrics["test"]["mean_iou"] == pytest.approx(fresh_figures(last)["model_size"]["mean_iou"], abs=1e-6)
-
-
-def test_a_run_resumed_within_fine_tuning_continues_both_learning_rates(tmp_path, monkeypatch, random_mobilenet_weights):
-    """Stopped after the first fine-tuning epoch and resumed: the encoder's and the decoder's
-    optimizers keep counting their steps (2 an epoch) on their own schedules, not restarted."""
-    run = tmp_path / "run"
-    original = interrupt_after_each_epoch(monkeypatch)
-    argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--stem-stride", "2", "--epochs", "1",
-                    "--fine-tune-epochs", "2", "--decoder-filters", "32,16,16,8", "--output", str(run)]
-    assert train_mobilenet_unet.main(argv) == 130  # after the frozen epoch
-    assert train_mobilenet_unet.main(["--resume", str(run)]) == 130  # after the first fine-tuning epoch
-    midway = keras.models.load_model(run / "last.keras")
-    assert [int(inner.iterations.numpy()) for inner in midway.optimizer.optimizers] == [2, 2]
-
-    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", original)
-    assert train_mobilenet_unet.main(["--resume", str(run)]) == 0
-    last = keras.models.load_model(run / "last.keras")
     assert type(last.optimizer) is keras.optimizers.MultiOptimizer
     schedules = sorted((schedule_config(inner)["warmup_target"], int(inner.iterations.numpy()))
                        for inner in last.optimizer.optimizers)
     assert schedules == [(pytest.approx(3e-4), 4), (pytest.approx(1e-3), 4)]
-    check_run_folder(run, epochs=3)
+    assert metrics["test"]["mean_iou"] == pytest.approx(fresh_figures(last)["model_size"]["mean_iou"], abs=1e-6)
 
 
 def test_stride_2_then_1_starts_from_the_imagenet_checkpoint_stride_1_would(monkeypatch):
@@ -649,7 +659,7 @@ def test_frozen_pretrained_encoder_learns_the_real_sample(oxford_sample, mobilen
     baseline = majority_class_mean_iou(oxford_sample, data.DataOptions(image_size=64))
     assert 0.15 < baseline < 0.3
     assert score > baseline + 0.1
-    encoder = keras.models.load_model(run / "last.keras").get_layer("encoder")
+    encoder = saved_model(run / "last.keras").get_layer("encoder")
     assert not encoder.trainable  # frozen throughout: the decoder alone learned this
     assert encoder.get_layer("Conv1").strides == (2, 2)  # --stem-stride auto: the frozen epochs' stride
 
@@ -667,7 +677,7 @@ def test_training_leaves_out_the_ignored_border(oxford_sample, tmp_path):
     assert original["pixels"] == sum(int((mask != 2).sum()) for mask in masks)  # border (trimap 3) not counted
     config = json.loads((run / "config.json").read_text())
     assert (config["num_classes"], config["ignore_class"]) == (2, 3)
-    assert keras.models.load_model(run / "last.keras").output_shape[-1] == 2
+    assert saved_model(run / "last.keras").output_shape[-1] == 2
 
 
 @pytest.mark.slow
