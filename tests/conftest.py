@@ -69,3 +69,10 @@ def run_subprocess(args, *, timeout: float = 600, env: dict | None = None) -> su
     """A script in a fresh Python process from the repository folder, output captured as text."""
     return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked slow first, the rest in their files' order. pytest-xdist hands each worker
+    a run of tests and lets a worker that runs out take half of another's remaining ones; begun
+    last, a minute-long training test kept one worker busy while the other had nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
