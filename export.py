@@ -1,6 +1,9 @@
 """Export a trained model as TFLite or SavedModel, and check the export against the Keras model.
 
-Example: python export.py --model runs/RUN/best.keras --format tflite --quantize float16 --output pets.tflite
+Example: python export.py --model runs/RUN/best.keras --quantize float16 --output pets.tflite
+
+The format follows --output's name unless --format says otherwise: a .tflite file, or a SavedModel
+folder for a name with no suffix.
 
 Both formats take uint8 RGB images and return {"mask": uint8 class indices, "logits": float32},
 with normalization and argmax inside, so a caller needs no Python preprocessing:
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import warnings
@@ -44,20 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a trained model (.keras), e.g. RUN_DIR/best.keras")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="tflite (a .tflite file) or saved_model (a folder)")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="tflite (a .tflite file) or saved_model (a folder) (default: from --output's name: "
+                        "tflite for NAME.tflite, saved_model for a name with no suffix)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
                         help="TFLite only: float16 halves the file, dynamic stores weights as int8 (default: none)")
     parser.add_argument("--output", required=True, help="the .tflite file or SavedModel folder to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output (default: refuse)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output of the same format (default: refuse)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.format == "saved_model" and args.quantize != "none":
-        raise UserError("--quantize applies to --format tflite only")
     output = Path(args.output)
-    check_output(output, args.overwrite)
+    args.format = export_format(output, args.format)
+    if args.format == "saved_model" and args.quantize != "none":
+        raise UserError("--quantize applies to TFLite exports only (--format tflite, or --output NAME.tflite)")
+    check_output(output, args.overwrite, args.format)
     with user_errors("--model"):
         model = load_keras_model(args.model)
     images = check_images(model.input_shape[1])
@@ -82,9 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "required); nothing was written", file=sys.stderr)
             return 1
         if args.format == "saved_model":
-            if output.exists():
-                shutil.rmtree(output)
-            os.replace(saved_model, output)
+            replace_folder(saved_model, output, aside=Path(scratch) / "replaced")
         else:
             with atomic_path(output) as temporary:
                 temporary.write_bytes(flatbuffer)
@@ -92,14 +96,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise UserError(f"--output {output} already exists; pass --overwrite to replace it")
+def export_format(output: Path, given: str | None) -> str:
+    """--format as given, or as --output's name says: NAME.tflite a TFLite file, a name with no suffix a folder."""
+    if given is not None:
+        return given
+    if output.suffix.lower() == ".tflite":
+        return "tflite"
+    if not output.suffix:
+        return "saved_model"
+    raise UserError(f"--output {output}: its name does not say the format (NAME.tflite for TFLite, a name "
+                    "with no suffix for a SavedModel folder); give --format tflite or --format saved_model")
+
+
+def check_output(output: Path, overwrite: bool, kind: str) -> None:
+    """Refuses, before any work, an output that exists (unless --overwrite), or that --overwrite must not replace.
+
+    A SavedModel replaces only a folder holding an earlier one (its saved_model.pb): --output
+    naming any other folder by mistake must not cost the user its contents.
+    """
+    if output.exists():
+        if not overwrite:
+            raise UserError(f"--output {output} already exists; pass --overwrite to replace it")
+        if kind == "tflite" and output.is_dir():
+            raise UserError(f"--output {output} is a folder; a TFLite export is one file (name it NAME.tflite)")
+        if kind == "saved_model" and not output.is_dir():
+            raise UserError(f"--output {output} is a file; a SavedModel export is a folder")
+        if kind == "saved_model" and not (output / "saved_model.pb").is_file():
+            raise UserError(f"--output {output} is a folder that holds no SavedModel (no saved_model.pb); "
+                            "--overwrite replaces only an earlier export")
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"--output {output}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UserError(f"--output {output}: the folder {parent} is not writable")
+
+
+def replace_folder(new: Path, output: Path, aside: Path) -> None:
+    """Moves the folder `new` to `output`; an earlier export there is moved to `aside` first, and back if the move fails.
+
+    POSIX renames a folder only onto an empty one, so unlike a file's os.replace this takes
+    two renames; the earlier export is never deleted before the new one is in place.
+    """
+    if output.exists():
+        os.replace(output, aside)
+        try:
+            os.replace(new, output)
+        except BaseException:
+            os.replace(aside, output)
+            raise
+    else:
+        os.replace(new, output)
 
 
 def check_images(size: int) -> np.ndarray:

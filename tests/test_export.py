@@ -81,8 +81,8 @@ def test_a_float32_model_is_exported_as_it_is(model_path):
 
 
 def test_saved_model_takes_any_size_and_agrees(model_path, tmp_path, capsys):
-    out = tmp_path / "served"
-    status, stdout, _ = run(["--model", model_path, "--format", "saved_model", "--output", out], capsys)
+    out = tmp_path / "served"  # no suffix: a SavedModel folder, without --format
+    status, stdout, _ = run(["--model", model_path, "--output", out], capsys)
     assert status == 0 and (out / "saved_model.pb").is_file()
     assert reported_agreement(stdout) >= 0.99
     serve = tf.saved_model.load(str(out)).signatures["serving_default"]
@@ -92,8 +92,8 @@ def test_saved_model_takes_any_size_and_agrees(model_path, tmp_path, capsys):
 
 
 def test_predict_accepts_the_tflite_model(model_path, tmp_path, capsys):
-    out = tmp_path / "model.tflite"
-    assert run(["--model", model_path, "--format", "tflite", "--output", out], capsys)[0] == 0
+    out = tmp_path / "model.tflite"  # the name says TFLite: no --format needed
+    assert run(["--model", model_path, "--output", out], capsys)[0] == 0
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(photos / "a.jpg")
@@ -115,10 +115,62 @@ def test_errors(model_path, tmp_path, capsys):
     assert status == 2 and "does not exist" in err
     status, _, err = run(["--model", model_path, "--format", "saved_model", "--quantize", "float16",
                           "--output", tmp_path / "sm"], capsys)
-    assert status == 2 and "--quantize applies to --format tflite only" in err
+    assert status == 2 and "--quantize applies to TFLite exports only" in err
     (tmp_path / "taken.tflite").write_bytes(b"mine")
     status, _, err = run(["--model", model_path, "--format", "tflite", "--output", tmp_path / "taken.tflite"], capsys)
     assert status == 2 and "already exists" in err and (tmp_path / "taken.tflite").read_bytes() == b"mine"
+
+
+def test_an_output_whose_name_does_not_say_the_format_needs_format(model_path, tmp_path, capsys):
+    status, _, err = run(["--model", model_path, "--output", tmp_path / "pets.onnx"], capsys)
+    assert status == 2 and f"--output {tmp_path / 'pets.onnx'}: its name does not say the format" in err
+    assert "give --format tflite or --format saved_model" in err and not (tmp_path / "pets.onnx").exists()
+
+
+def test_overwrite_refuses_an_output_of_the_other_kind_before_any_work(model_path, tmp_path, capsys, monkeypatch):
+    # refused before the model is even loaded
+    monkeypatch.setattr(export, "load_keras_model", lambda path: pytest.fail("loaded the model"))
+    folder = tmp_path / "photos.tflite"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(b"a photo")
+    status, _, err = run(["--model", model_path, "--output", folder, "--overwrite"], capsys)
+    assert status == 2 and f"--output {folder} is a folder; a TFLite export is one file" in err
+    file = tmp_path / "notes"
+    file.write_text("mine")
+    status, _, err = run(["--model", model_path, "--output", file, "--overwrite"], capsys)
+    assert status == 2 and f"--output {file} is a file; a SavedModel export is a folder" in err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "dog.jpg").write_bytes(b"another photo")
+    status, _, err = run(["--model", model_path, "--format", "saved_model", "--output", photos, "--overwrite"], capsys)
+    assert status == 2 and f"--output {photos} is a folder that holds no SavedModel (no saved_model.pb)" in err
+    assert (folder / "cat.jpg").read_bytes() == b"a photo" and file.read_text() == "mine"
+    assert (photos / "dog.jpg").read_bytes() == b"another photo"
+
+
+def test_overwrite_replaces_an_earlier_saved_model(tmp_path, capsys):
+    model = tmp_path / "small.keras"
+    build_unet((64, 64, 3), 3, filters=(4, 8, 8, 8, 8, 8)).save(model)
+    earlier = tmp_path / "served"
+    earlier.mkdir()
+    (earlier / "saved_model.pb").write_bytes(b"an earlier export")
+    (earlier / "stale.txt").write_text("from the earlier export")
+    status, stdout, _ = run(["--model", model, "--output", earlier, "--overwrite"], capsys)
+    assert status == 0 and f"wrote {earlier}" in stdout
+    assert not (earlier / "stale.txt").exists()
+    assert (earlier / "saved_model.pb").read_bytes() != b"an earlier export"
+    serve = tf.saved_model.load(str(earlier)).signatures["serving_default"]
+    assert serve(images=tf.zeros((1, 64, 64, 3), tf.uint8))["mask"].shape == (1, 64, 64)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["served", "small.keras"]  # no scratch left
+
+
+def test_a_failed_replacement_puts_the_earlier_export_back(tmp_path):
+    earlier = tmp_path / "served"
+    earlier.mkdir()
+    (earlier / "saved_model.pb").write_bytes(b"an earlier export")
+    with pytest.raises(FileNotFoundError):  # the new export is missing: the second rename fails
+        export.replace_folder(tmp_path / "missing", earlier, aside=tmp_path / "aside")
+    assert (earlier / "saved_model.pb").read_bytes() == b"an earlier export" and not (tmp_path / "aside").exists()
 
 
 def test_unwritable_output_folder(model_path, tmp_path, capsys, monkeypatch):
