@@ -210,9 +210,12 @@ def build_phases(args: argparse.Namespace) -> list[training.Phase]:
     """The frozen epochs, then (with --fine-tune-epochs) the fine-tuning ones: the encoder unfrozen
     from --fine-tune-from on, at its second stem stride, and trained at its own peak beside the
     decoder's. Benchmarks compile their steps from the same phases."""
-    phases = [training.Phase(args.epochs, args.learning_rate)]
+    strides = run_stem_strides(args)
+    first = ("the whole model from random weights" if from_scratch(args) else "the encoder frozen") + \
+        f" (first convolution stride {strides[0]}); peak learning rate {args.learning_rate:g}"
+    phases = [training.Phase(args.epochs, args.learning_rate, title=first)]
     if args.fine_tune_epochs > 0:
-        stride = run_stem_strides(args)[1]
+        stride = strides[1]
 
         def unfreeze_encoder(model: keras.Model) -> keras.Model:
             if stem_stride_of(model) != stride:
@@ -223,7 +226,16 @@ def build_phases(args: argparse.Namespace) -> list[training.Phase]:
 
         decoder_rate, encoder_rate = fine_tuning_rates(args)
         own_rate = None if encoder_rate == decoder_rate else (encoder_rate, encoder_layer_names)
-        phases.append(training.Phase(args.epochs + args.fine_tune_epochs, decoder_rate, unfreeze_encoder, own_rate))
+        if from_scratch(args):
+            trained = f"the whole model, at the fine-tuning rates (first convolution stride {stride})"
+        else:
+            which = "the whole encoder" if args.fine_tune_from == "all" else f"the encoder from {args.fine_tune_from}"
+            trained = f"{which} fine-tuned (first convolution stride {stride}; BatchNorm frozen)"
+        rates = (f"peak learning rate {encoder_rate:g}" if own_rate is None
+                 else f"peak learning rates {encoder_rate:g} for the encoder, {decoder_rate:g} for the decoder")
+        title = f"{trained}; {rates}"
+        phases.append(training.Phase(args.epochs + args.fine_tune_epochs, decoder_rate, unfreeze_encoder, own_rate,
+                                     title))
     return phases
 
 

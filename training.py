@@ -55,13 +55,16 @@ class Phase:
 
     `prepare` changes the model in place and returns None, or returns the model to train from
     then on (a rebuilt one, such as the MobileNetV2 U-Net's unstrided copy for fine-tuning).
-    `own_rate` gives some layers a peak of their own (`OwnRate`).
+    `own_rate` gives some layers a peak of their own (`OwnRate`). `title` says what the phase
+    trains; a run of several phases prints it when the phase starts, so a user watching the
+    epochs knows why the steps slow down or the figures jump.
     """
 
     until: int
     learning_rate: float
     prepare: Callable[[keras.Model], keras.Model | None] | None = None
     own_rate: OwnRate | None = None
+    title: str = ""
 
 
 # --------------------------------------------------------------------------- devices
@@ -289,7 +292,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
     steps_per_epoch = math.ceil(train_split.count * passes / args.batch_size)
     print(f"{train_split.count} training and {test_split.count} test examples ({val_split.count} scored after "
-          f"each epoch); {steps_per_epoch} steps an epoch" + (f" ({passes} passes)" if passes > 1 else ""))
+          f"each epoch); {steps_per_epoch} step{'' if steps_per_epoch == 1 else 's'} an epoch" + (f" ({passes} passes)" if passes > 1 else ""))
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         # traced once (again if a phase rebuilds the model): the panel each epoch, the test split at the end
@@ -305,6 +308,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                     if epoch >= phase.until:
                         continue
                     phase_steps = (phase.until - phase_start) * steps_per_epoch
+                    if len(phases) > 1 and phase.title:
+                        print(phase_heading(phase_start, phase, resumed_after=epoch if epoch > phase_start else None))
                     trained = begin_phase(model, phase, args, strategy, fresh=epoch == phase_start,
                                           phase_steps=phase_steps, steps_per_epoch=steps_per_epoch, class_names=names)
                     if trained is not model:  # saved as last.keras from now on, judged by a predictor of its own
@@ -339,6 +344,13 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
           f"at each photo's own size {original['mean_iou']:.4f} and {original['accuracy']:.4f}; "
           f"run folder: {args.output}")
     return 0
+
+
+def phase_heading(start: int, phase: Phase, resumed_after: int | None = None) -> str:
+    """"epochs 11 to 20: <title>", noting where a resumed run picks the phase up."""
+    epochs = f"epoch {phase.until}" if phase.until == start + 1 else f"epochs {start + 1} to {phase.until}"
+    resumed = f" (resumed after epoch {resumed_after})" if resumed_after is not None else ""
+    return f"{epochs}{resumed}: {phase.title}"
 
 
 def train_on_windows(model: keras.Model, crop: int) -> None:

@@ -248,7 +248,10 @@ def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkey
     run = tmp_path / "run"
     original = interrupt_after_each_epoch(monkeypatch)
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "3", "--output", str(run)]) == 130
-    assert "continue with --resume" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "continue with --resume" in err
+    assert "16 training and 16 test examples (16 scored after each epoch); 2 steps an epoch\n" in out
+    assert "epochs 1 to 3" not in out  # one phase: no heading
     assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 1}
     assert len(read_history(run)) == 1 and not (run / "metrics.json").exists()
     steps = int(saved_model(run / "last.keras").optimizer.iterations.numpy())
@@ -553,7 +556,7 @@ def test_mobilenet_unet_architecture_defaults_and_refusals(capsys, tmp_path):
 
 
 def test_a_run_stopped_in_each_phase_resumes_into_the_stride_switch_and_continues_both_learning_rates(
-        tmp_path, monkeypatch, random_mobilenet_weights):
+        tmp_path, monkeypatch, random_mobilenet_weights, capsys):
     """--stem-stride 2,1: the frozen epochs at stride 2, then the model rebuilt unstrided with its weights.
 
     Stopped after the frozen epoch, the run resumes into the switch; the 32-px windows (--crop) must
@@ -567,17 +570,25 @@ def test_a_run_stopped_in_each_phase_resumes_into_the_stride_switch_and_continue
     original = interrupt_after_each_epoch(monkeypatch)
     argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--stem-stride", "2,1", "--crop", "32",
                     "--epochs", "1", "--fine-tune-epochs", "2", "--decoder-filters", "32,16,16,8", "--output", str(run)]
+    fine_tuning = ("the encoder from block_6_expand fine-tuned (first convolution stride 1; BatchNorm frozen); "
+                   "peak learning rates 0.0003 for the encoder, 0.001 for the decoder\n")
     assert train_mobilenet_unet.main(argv) == 130  # after the frozen epoch
+    out = capsys.readouterr().out
+    assert "\nepoch 1: the encoder frozen (first convolution stride 2); peak learning rate 0.001\n" in out
+    assert "fine-tuned" not in out
     frozen = saved_model(run / "last.keras")
     assert stem_stride_of(frozen) == 2 and not frozen.get_layer("encoder").trainable
 
     assert train_mobilenet_unet.main(["--resume", str(run)]) == 130  # after the first fine-tuning epoch
+    out = capsys.readouterr().out
+    assert f"\nepochs 2 to 3: {fine_tuning}" in out and "frozen (first" not in out
     midway = saved_model(run / "last.keras")
     assert stem_stride_of(midway) == 1
     assert [int(inner.iterations.numpy()) for inner in midway.optimizer.optimizers] == [2, 2]
 
     monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", original)
     assert train_mobilenet_unet.main(["--resume", str(run)]) == 0
+    assert f"\nepochs 2 to 3 (resumed after epoch 2): {fine_tuning}" in capsys.readouterr().out
     metrics = check_run_folder(run, epochs=3)
     last = saved_model(run / "last.keras")
     encoder = last.get_layer("encoder")
@@ -590,6 +601,28 @@ def test_a_run_stopped_in_each_phase_resumes_into_the_stride_switch_and_continue
                        for inner in last.optimizer.optimizers)
     assert schedules == [(pytest.approx(3e-4), 4), (pytest.approx(1e-3), 4)]
     assert metrics["test"]["mean_iou"] == pytest.approx(fresh_figures(last)["model_size"]["mean_iou"], abs=1e-6)
+
+
+def test_each_phase_says_what_it_trains():
+    def titles(*argv):
+        return [phase.title for phase in train_mobilenet_unet.build_phases(train_mobilenet_unet.build_parser().parse_args(argv))]
+
+    assert titles() == [
+        "the encoder frozen (first convolution stride 2); peak learning rate 0.001",
+        "the encoder from block_6_expand fine-tuned (first convolution stride 1; BatchNorm frozen); "
+        "peak learning rates 0.0003 for the encoder, 0.001 for the decoder"]
+    assert titles("--fine-tune-from", "all", "--fine-tune-decoder-learning-rate", "same", "--image-size", "160") == [
+        "the encoder frozen (first convolution stride 2); peak learning rate 0.001",
+        "the whole encoder fine-tuned (first convolution stride 2; BatchNorm frozen); peak learning rate 0.0003"]
+    assert titles("--encoder-weights", "none", "--learning-rate", "2e-3") == [
+        "the whole model from random weights (first convolution stride 2); peak learning rate 0.002",
+        "the whole model, at the fine-tuning rates (first convolution stride 2); "
+        "peak learning rates 0.0003 for the encoder, 0.001 for the decoder"]
+    assert titles("--fine-tune-epochs", "0") == ["the encoder frozen (first convolution stride 2); peak learning rate 0.001"]
+    assert training.phase_heading(10, training.Phase(20, 1e-3, title="T")) == "epochs 11 to 20: T"
+    assert training.phase_heading(10, training.Phase(11, 1e-3, title="T")) == "epoch 11: T"
+    assert training.phase_heading(10, training.Phase(20, 1e-3, title="T"), resumed_after=14) == \
+        "epochs 11 to 20 (resumed after epoch 14): T"
 
 
 def test_stride_2_then_1_starts_from_the_imagenet_checkpoint_stride_1_would(monkeypatch):
