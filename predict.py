@@ -1,4 +1,4 @@
-"""Segment every image in a folder with a trained model, at each image's own resolution.
+"""Segment every image in a folder (or one image) with a trained model, at each image's own resolution.
 
 Example: python predict.py --model runs/RUN/best.keras --input photos/ --output masks/
 
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True,
                         help="a trained model: .keras (e.g. RUN_DIR/best.keras) or a .tflite made by export.py")
-    parser.add_argument("--input", required=True, help="folder of images (JPEG, PNG, BMP, GIF, WebP; any letter case)")
+    parser.add_argument("--input", required=True,
+                        help="folder of images (JPEG, PNG, BMP, GIF, WebP; any letter case), or one image")
     parser.add_argument("--output", required=True, help="folder for the masks and overlays (created if needed)")
     parser.add_argument("--recursive", action="store_true",
                         help="also segment images in sub-folders, mirroring them under --output (default: off)")
@@ -86,45 +87,61 @@ KEEP_FOR_OVERLAY_PIXELS = 1_000_000
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_at_least_one(args, ("batch_size", "size"))
-    predictor = load_model_option(args)
+    # the paths first: a mistyped folder is refused before seconds of loading the model
     jobs = plan_jobs(Path(args.input), Path(args.output), recursive=args.recursive,
                      overlay=not args.no_overlay, overwrite=args.overwrite, into_input=args.write_into_input)
+    predictor = load_model_option(args)
     summary = segment(predictor, jobs, batch_size=args.batch_size)
     print_summary(summary)
     return 1 if summary.skipped else 0
 
 
 def plan_jobs(
-    input_dir: Path, output_dir: Path, *, recursive: bool, overlay: bool, overwrite: bool, into_input: bool
+    input_path: Path, output_dir: Path, *, recursive: bool, overlay: bool, overwrite: bool, into_input: bool
 ) -> list[Job]:
-    """Every image's output paths, checked before anything is written."""
-    if not input_dir.is_dir():
-        raise UserError(f"--input {input_dir}: no such folder")
-    inside_input = output_dir.resolve() == input_dir.resolve() or input_dir.resolve() in output_dir.resolve().parents
+    """Every image's output paths, checked before anything is written.
+
+    `input_path` is a folder, or one image: its outputs go to `output_dir` as a folder's would, and the
+    folder it lies in counts as the input folder.
+    """
+    one_image = input_path.is_file()
+    if one_image and input_path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise UserError(f"--input {input_path} is neither a folder nor an image ({', '.join(IMAGE_EXTENSIONS)})")
+    if not one_image and not input_path.is_dir():
+        raise UserError(f"--input {input_path}: no such folder or image")
+    folder = input_path.parent if one_image else input_path
+    inside_input = output_dir.resolve() == folder.resolve() or folder.resolve() in output_dir.resolve().parents
     if inside_input and not into_input:
-        raise UserError(f"--output {output_dir} is inside the input folder {input_dir}; choose another folder "
+        raise UserError(f"--output {output_dir} is inside the input folder {folder}; choose another folder "
                         "or pass --write-into-input")
-    pattern = "**/*" if recursive else "*"
-    sources = sorted(p for p in input_dir.glob(pattern)
-                     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-    if inside_input:
-        sources = [p for p in sources if not p.stem.endswith(("_mask", "_overlay"))]
-    if not sources:
-        raise UserError(f"--input {input_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
-                        + ("" if recursive else "; add --recursive to look in sub-folders"))
+    sources = [input_path] if one_image else find_images(input_path, recursive, skip_outputs=inside_input)
     jobs, claimed = [], {}
     for source in sources:
-        folder = output_dir / source.parent.relative_to(input_dir)
-        mask_path = folder / f"{source.stem}_mask.png"
+        into = output_dir / source.parent.relative_to(folder)
+        mask_path = into / f"{source.stem}_mask.png"
         if mask_path in claimed:
             raise UserError(f"{source} and {claimed[mask_path]} would both be written to {mask_path}; rename one")
         claimed[mask_path] = source
-        jobs.append(Job(source, mask_path, folder / overlay_name(source) if overlay else None))
+        jobs.append(Job(source, mask_path, into / overlay_name(source) if overlay else None))
     existing = [p for job in jobs for p in (job.mask_path, job.overlay_path) if p is not None and p.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
         raise UserError(f"{', '.join(map(str, existing[:3]))}{more} already exist; pass --overwrite to replace them")
     return jobs
+
+
+def find_images(folder: Path, recursive: bool, skip_outputs: bool) -> list[Path]:
+    """The folder's images (with --recursive, its sub-folders' too), sorted; `skip_outputs` leaves out
+    earlier masks and overlays, for an output folder inside the input one."""
+    pattern = "**/*" if recursive else "*"
+    sources = sorted(p for p in folder.glob(pattern)
+                     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if skip_outputs:
+        sources = [p for p in sources if not p.stem.endswith(("_mask", "_overlay"))]
+    if not sources:
+        raise UserError(f"--input {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                        + ("" if recursive else "; add --recursive to look in sub-folders"))
+    return sources
 
 
 def overlay_name(source: Path) -> str:

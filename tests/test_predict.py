@@ -142,6 +142,34 @@ def test_recursive_mirrors_sub_folders(model_path, tmp_path, capsys):
     assert status == 2  # without --recursive that folder holds no image itself
 
 
+def test_one_image_as_input(model_path, tmp_path, capsys):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    Image.fromarray(noise(50, 70)).save(photos / "cat.jpg")
+    Image.fromarray(noise(30, 40)).save(photos / "dog.png")
+    status, stdout, _ = run(["--model", model_path, "--input", photos / "cat.jpg", "--output", out], capsys)
+    assert status == 0 and "wrote 1 image(s)" in stdout
+    assert sorted(path.name for path in out.iterdir()) == ["cat_mask.png", "cat_overlay.jpg"]
+    assert np.asarray(Image.open(out / "cat_mask.png")).shape == (50, 70)
+    # beside the photo only when asked, as for a folder
+    status, _, err = run(["--model", model_path, "--input", photos / "dog.png", "--output", photos], capsys)
+    assert status == 2 and f"--output {photos} is inside the input folder {photos}" in err
+    status, _, _ = run(["--model", model_path, "--input", photos / "dog.png", "--output", photos,
+                        "--write-into-input", "--no-overlay"], capsys)
+    assert status == 0 and np.asarray(Image.open(photos / "dog_mask.png")).shape == (30, 40)
+
+
+def test_the_paths_are_checked_before_the_model_is_loaded(model_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(predict, "load_model_option", lambda args: pytest.fail("loaded the model"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    status, _, err = run(["--model", model_path, "--input", notes, "--output", tmp_path / "out"], capsys)
+    assert status == 2 and f"--input {notes} is neither a folder nor an image (.jpg" in err
+    status, _, err = run(["--model", model_path, "--input", tmp_path / "nowhere", "--output", tmp_path / "out"], capsys)
+    assert status == 2 and f"--input {tmp_path / 'nowhere'}: no such folder or image" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("case", ["missing model", "broken model", "missing input", "empty input", "output in input"])
 def test_errors_that_stop_the_run(case, model_path, tmp_path, capsys):
     photos = tmp_path / "photos"
@@ -151,7 +179,7 @@ def test_errors_that_stop_the_run(case, model_path, tmp_path, capsys):
     expected = {
         "missing model": "no such file",
         "broken model": "cannot be loaded as a Keras model",
-        "missing input": "no such folder",
+        "missing input": "no such folder or image",
         "empty input": "holds no images",
         "output in input": "is inside the input folder",
     }[case]
