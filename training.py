@@ -291,8 +291,9 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                                          outline_weight=args.outline_weight))
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
     steps_per_epoch = math.ceil(train_split.count * passes / args.batch_size)
+    steps = f"{steps_per_epoch} step{'' if steps_per_epoch == 1 else 's'} an epoch"
     print(f"{train_split.count} training and {test_split.count} test examples ({val_split.count} scored after "
-          f"each epoch); {steps_per_epoch} step{'' if steps_per_epoch == 1 else 's'} an epoch" + (f" ({passes} passes)" if passes > 1 else ""))
+          f"each epoch); {steps}" + (f" ({passes} passes)" if passes > 1 else ""))
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         # traced once (again if a phase rebuilds the model): the panel each epoch, the test split at the end
