@@ -109,6 +109,9 @@ def plan_jobs(
         raise UserError(f"--input {input_path} is neither a folder nor an image ({', '.join(IMAGE_EXTENSIONS)})")
     if not one_image and not input_path.is_dir():
         raise UserError(f"--input {input_path}: no such folder or image")
+    nearest = next(path for path in (output_dir, *output_dir.parents) if path.exists())
+    if not nearest.is_dir():
+        raise UserError(f"--output {output_dir}: {nearest} is a file, not a folder")
     folder = input_path.parent if one_image else input_path
     inside_input = output_dir.resolve() == folder.resolve() or folder.resolve() in output_dir.resolve().parents
     if inside_input and not into_input:

@@ -167,6 +167,13 @@ def test_the_paths_are_checked_before_the_model_is_loaded(model_path, tmp_path, 
     assert status == 2 and f"--input {notes} is neither a folder nor an image (.jpg" in err
     status, _, err = run(["--model", model_path, "--input", tmp_path / "nowhere", "--output", tmp_path / "out"], capsys)
     assert status == 2 and f"--input {tmp_path / 'nowhere'}: no such folder or image" in err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(noise(30, 40)).save(photos / "a.png")
+    for out in (notes, notes / "masks"):
+        status, _, err = run(["--model", model_path, "--input", photos, "--output", out], capsys)
+        assert status == 2 and f"--output {out}: {notes} is a file, not a folder" in err
+    assert notes.read_text() == "not a photo"
     assert not (tmp_path / "out").exists()
 
 
