@@ -28,7 +28,7 @@ import data  # noqa: E402
 import evaluation  # noqa: E402
 import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
-from files import write_json, write_text  # noqa: E402
+from files import check_folder_can_be_made, write_json, write_text  # noqa: E402
 from options import (add_label_options, add_size_option, add_tta_option, check_at_least_one,  # noqa: E402
                      load_model_option)
 
@@ -80,6 +80,8 @@ def unused_folder(output: str | None) -> Path:
     path = Path(output or os.path.join("runs", f"evaluate-{datetime.now().strftime('%Y%m%d-%H%M%S')}"))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"--output {path} already exists and is not empty; choose a new folder")
+    with user_errors(f"--output {path}"):
+        check_folder_can_be_made(path)
     return path
 
 

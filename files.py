@@ -32,3 +32,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def check_folder_can_be_made(path: str | os.PathLike) -> None:
+    """Raises NotADirectoryError naming the file in the way when `path` is, or lies under, a file.
+
+    Checked before a run's work, so that a mistyped output folder is refused at once rather than
+    failing at the first write, minutes later.
+    """
+    path = Path(path)
+    nearest = next(p for p in (path, *path.parents) if p.exists())
+    if not nearest.is_dir():
+        raise NotADirectoryError(f"{nearest} is a file, not a folder")

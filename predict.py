@@ -29,8 +29,8 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data import without_autotuning  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from files import atomic_path  # noqa: E402
+from errors import UserError, run_cli, user_errors  # noqa: E402
+from files import atomic_path, check_folder_can_be_made  # noqa: E402
 from inference import IMAGE_EXTENSIONS, BadImage, Predictor, read_photo, resize_image, upsampled_argmax  # noqa: E402
 from options import add_size_option, add_tta_option, check_at_least_one, load_model_option  # noqa: E402
 from progress import Progress  # noqa: E402
@@ -109,9 +109,8 @@ def plan_jobs(
         raise UserError(f"--input {input_path} is neither a folder nor an image ({', '.join(IMAGE_EXTENSIONS)})")
     if not one_image and not input_path.is_dir():
         raise UserError(f"--input {input_path}: no such folder or image")
-    nearest = next(path for path in (output_dir, *output_dir.parents) if path.exists())
-    if not nearest.is_dir():
-        raise UserError(f"--output {output_dir}: {nearest} is a file, not a folder")
+    with user_errors(f"--output {output_dir}"):
+        check_folder_can_be_made(output_dir)
     folder = input_path.parent if one_image else input_path
     inside_input = output_dir.resolve() == folder.resolve() or folder.resolve() in output_dir.resolve().parents
     if inside_input and not into_input:

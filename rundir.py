@@ -30,8 +30,8 @@ import keras
 import numpy as np
 
 import visualize
-from errors import UserError, first_line
-from files import atomic_path, write_json, write_text
+from errors import UserError, first_line, user_errors
+from files import atomic_path, check_folder_can_be_made, write_json, write_text
 
 
 class RunDir:
@@ -49,6 +49,8 @@ class RunDir:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UserError(f"--output {path} already exists and is not empty; choose a new folder "
                             f"or continue that run with --resume {path}")
+        with user_errors(f"--output {path}"):
+            check_folder_can_be_made(path)
         return path
 
     @classmethod

@@ -143,6 +143,7 @@ def test_tflite_and_keras_give_the_same_figures(voc_model, tmp_path, capsys):
     ("empty split", "holds no usable image and mask pairs"),
     ("ignore is a class", "--ignore-class 1: the ignore value 1 is also class 1"),
     ("output not empty", "already exists and is not empty"),
+    ("output under a file", "is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(voc_model, tmp_path, capsys, case, message):
     devkit, _ = write_voc(tmp_path / "data")
@@ -157,6 +158,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(voc_model, tmp_path, ca
         (devkit / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_text("")
     elif case == "ignore is a class":
         argv += ["--ignore-class", "1"]
+    elif case == "output under a file":
+        (tmp_path / "notes").write_text("keep")
+        argv[5] = tmp_path / "notes" / "out"
     else:
         out.mkdir()
         (out / "mine.txt").write_text("keep")

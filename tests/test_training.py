@@ -404,6 +404,9 @@ def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
     status, err = run_script(train_unet, QUICK + ["--output", str(tmp_path)], capsys)
     assert status == 2 and "already exists and is not empty" in err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+    under_a_file = tmp_path / "mine.txt" / "run"
+    status, err = run_script(train_unet, QUICK + ["--output", str(under_a_file)], capsys)
+    assert status == 2 and f"--output {under_a_file}: {tmp_path / 'mine.txt'} is a file, not a folder" in err
 
 
 def test_dataset_download_failure_names_the_offline_route(tmp_path, capsys, monkeypatch):
