@@ -18,7 +18,6 @@ import csv
 import io
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -28,9 +27,10 @@ import data  # noqa: E402
 import evaluation  # noqa: E402
 import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
-from files import check_folder_can_be_made, write_json, write_text  # noqa: E402
+from files import write_json, write_text  # noqa: E402
 from options import (add_label_options, add_size_option, add_tta_option, check_at_least_one,  # noqa: E402
                      load_model_option)
+from rundir import RunDir  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_at_least_one(args, ("batch_size", "limit", "size"))
     if args.worst < 0:
         raise UserError(f"--worst must be 0 or more, got {args.worst}")
-    output = unused_folder(args.output)
+    output = RunDir.unused_path(args.output or None, "evaluate", resumable=False)
     predictor = load_model_option(args)
     options = data_options(args, predictor.num_classes, predictor.size)
     if predictor.num_classes != options.num_classes:
@@ -73,16 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_summary(result)
     print(f"results in {output}")
     return 0
-
-
-def unused_folder(output: str | None) -> Path:
-    """--output, or runs/evaluate-<timestamp>; refused if it holds anything already."""
-    path = Path(output or os.path.join("runs", f"evaluate-{datetime.now().strftime('%Y%m%d-%H%M%S')}"))
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"--output {path} already exists and is not empty; choose a new folder")
-    with user_errors(f"--output {path}"):
-        check_folder_can_be_made(path)
-    return path
 
 
 def data_options(args: argparse.Namespace, model_classes: int, model_size: int) -> data.DataOptions:

@@ -41,14 +41,17 @@ class RunDir:
         self.path = path
 
     @staticmethod
-    def unused_path(output: str | None, script: str) -> Path:
-        """--output, or runs/<script>-<timestamp>; refused if it holds anything already."""
+    def unused_path(output: str | None, script: str, *, resumable: bool = True) -> Path:
+        """--output, or runs/<script>-<timestamp>; refused if it holds anything already, or cannot be made.
+
+        `resumable`: the refusal suggests --resume (a training run's folder), or only a new folder
+        (evaluate.py's)."""
         if output is None:
             output = os.path.join("runs", f"{script}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
         path = Path(output)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise UserError(f"--output {path} already exists and is not empty; choose a new folder "
-                            f"or continue that run with --resume {path}")
+            raise UserError(f"--output {path} already exists and is not empty; choose a new folder"
+                            + (f" or continue that run with --resume {path}" if resumable else ""))
         with user_errors(f"--output {path}"):
             check_folder_can_be_made(path)
         return path
