@@ -45,10 +45,20 @@ PRECISIONS = ("float16", "bfloat16")
 GROUPS = ("data", "model", "optimization", "devices", "output")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that shows defaults, without the "(default: None)" or "(default: False)"
+    it appends to an option that is off unless given, or whose help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def base_parser(script: str, description: str, epochs_help: str = "training epochs") -> argparse.ArgumentParser:
     """The options every training script shares, in groups; scripts add their model's own."""
     parser = argparse.ArgumentParser(
-        prog=f"{script}.py", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=f"{script}.py", description=description, formatter_class=DefaultsHelpFormatter
     )
     parser.set_defaults(script=script)
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
@@ -104,7 +114,7 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
         help="sce: sparse categorical cross-entropy; dice, focal, sce+dice: for imbalanced classes")
     add("--class-weights", default=None,
         help="per-class weights as '2,2,1', or 'balanced' (inverse class frequency in the training "
-        "masks); applied as a per-pixel sample-weight map")
+        "masks); applied as a per-pixel sample-weight map (default: every class alike)")
     add("--outline-weight", type=float, default=recipe.DEFAULT_OUTLINE_WEIGHT, metavar="W", help=(
         f"weight in the loss of the pixels within {data.OUTLINE_REACH} px of another class in the "
         "(augmented) training masks, where most errors are; 1: every pixel alike. Multiplies "
@@ -123,7 +133,8 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
         "compute in a 16-bit type, variables, logits and loss staying float32. float16 (the value "
         "when none is given): for GPUs, slower on CPUs; bfloat16: for CPUs with bfloat16 "
         "instructions (AVX512_BF16, AMX) and recent GPUs; on a 2-core AVX512_BF16 CPU a default "
-        "MobileNetV2 run took about 6%% less time for the same mean IoU (see BENCHMARKS.md)"))
+        "MobileNetV2 run took about 6%% less time for the same mean IoU (see BENCHMARKS.md) (default: "
+        "float32 throughout)"))
     add("--strategy", choices=("auto", "mirrored", "multiworker"), default="auto", help=(
         "auto: MirroredStrategy when there are several GPUs, else one device; mirrored: all local "
         "GPUs (or CPUs if none); multiworker: MultiWorkerMirroredStrategy configured by TF_CONFIG"))

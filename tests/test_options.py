@@ -33,6 +33,16 @@ def test_help_groups_the_options():
     assert "--filters" in train_unet.build_parser().format_help().split("\nmodel:\n")[1].split("\noptimization:\n")[0]
 
 
+def test_help_shows_each_default_once():
+    for parser in (train_unet.build_parser(), train_mobilenet_unet.build_parser()):
+        text = " ".join(parser.format_help().split())
+        assert "(default: None)" not in text and "(default: False)" not in text
+        assert "side of the square the images are resized to (default: 128)" in text
+        assert "run folder to create (default: runs/<script>-<timestamp>) --show" in text  # not followed by None
+        assert "0 otherwise) --holdout-fraction" in text
+        assert "per-pixel sample-weight map (default: every class alike)" in text
+
+
 def test_resume_reparses_saved_settings_with_their_types(tmp_path):
     run = saved_run(tmp_path / "run", filters="4,8,8,8,8,8", epochs=3, augment="flip,color", seed=5)
     args = options.parse_args(train_unet.build_parser(), ["--resume", str(run)])
