@@ -231,8 +231,9 @@ def add_label_options(add, own_classes: str) -> None:
         "for your own)")
     add("--mask-offset", type=int, default=None,
         help="subtracted from stored mask values (default: 1 for Oxford-IIIT Pet trimaps, 0 otherwise)")
-    add("--holdout-fraction", type=float, default=0.2,
-        help="share of a flat images/ + masks/ folder held out as the test split")
+    holdout = 0.2
+    add("--holdout-fraction", type=float, default=holdout,
+        help=f"share of a flat images/ + masks/ folder held out as the test split (default: {holdout})")
     add("--ignore-class", type=int, default=None, metavar="VALUE", help=(
         "a stored mask value (before --mask-offset) whose pixels count in neither loss nor metrics: "
         "255 for Pascal VOC (its default), or 3 with --num-classes 2 to leave out Oxford's border"))
