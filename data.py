@@ -33,7 +33,7 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 import augment
-from errors import first_line
+from errors import Notice, first_line
 from inference import (IMAGE_EXTENSIONS, BadImage, decode_photo, exif_orientation, read_photo, resize_image,
                        shown_size, to_model_input, to_upright)
 
@@ -61,7 +61,7 @@ IGNORED = 255
 OUTLINE_REACH = 2
 
 
-class DataWarning(UserWarning):
+class DataWarning(Notice):
     """A file that was skipped, named with the reason."""
 
 

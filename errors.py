@@ -15,6 +15,7 @@ import contextlib
 import os
 import sys
 import traceback
+import warnings
 from typing import Callable, Iterator, Sequence
 
 DEBUG_VARIABLE = "SEGMENTATION_DEBUG"
@@ -24,6 +25,15 @@ class UserError(Exception):
     """A problem the user can fix; its message says what is wrong and how to fix it."""
 
     exit_code = 2
+
+
+class Notice(UserWarning):
+    """A library's warning about the user's input (a skipped file, and why).
+
+    Libraries raise it with `warnings.warn`, so a caller can catch or silence it; `run_cli`
+    prints it as one `warning: ...` line, without the Python file and source line that
+    warnings otherwise show.
+    """
 
 
 def first_line(error: BaseException) -> str:
@@ -63,7 +73,9 @@ def debugging() -> bool:
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a script's main: UserError becomes `error: ...` on stderr and its exit code, Ctrl-C 130."""
     try:
-        return int(main(argv) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_notices_plainly(warnings.showwarning)
+            return int(main(argv) or 0)
     except UserError as error:
         if debugging():
             traceback.print_exception(error, file=sys.stderr)
@@ -74,3 +86,15 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:  # training saves its state first; everything else has nothing to save
         print("\ninterrupted", file=sys.stderr)
         return 130
+
+
+def _show_notices_plainly(show: Callable[..., None]) -> Callable[..., None]:
+    """`warnings.showwarning` that prints a Notice as `warning: ...`, and passes the rest to `show`."""
+
+    def show_plainly(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, Notice) and not debugging():
+            print(f"warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_plainly

@@ -1,8 +1,10 @@
 """errors.py: one line and exit 2 for a user's mistake; the whole cause with SEGMENTATION_DEBUG=1."""
 
+import warnings
+
 import pytest
 
-from errors import UserError, run_cli, user_errors
+from errors import Notice, UserError, run_cli, user_errors
 
 
 def failing_main(argv):
@@ -55,3 +57,15 @@ def test_os_errors_name_their_file(capsys):
 
 def test_user_error_exit_code_is_two():
     assert UserError("x").exit_code == 2
+
+
+def test_notices_print_as_one_line_without_the_source(capsys, monkeypatch):
+    monkeypatch.delenv("SEGMENTATION_DEBUG", raising=False)
+
+    def skipping(argv):
+        warnings.warn("skipping photos/a.jpg: it has no mask in masks", Notice)
+
+    show_before = warnings.showwarning
+    assert run_cli(skipping, []) == 0
+    assert capsys.readouterr().err == "warning: skipping photos/a.jpg: it has no mask in masks\n"
+    assert warnings.showwarning is show_before
