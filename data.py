@@ -786,8 +786,9 @@ def _read_checked_mask(pair: Pair, labels: Labels) -> tuple[np.ndarray, int] | N
             mode, mask_size = mask_file.mode, mask_file.size
             if mode not in ("L", "P", "1"):
                 raise ValueError(
-                    f"mask {pair.mask} is a {mode} image; masks must be 8-bit single-channel PNGs "
-                    "holding one class index per pixel"
+                    f"mask {pair.mask} is an image of mode {mode}; masks must be 8-bit single-channel PNGs "
+                    "holding one class index per pixel (a mask drawn in colours needs each colour replaced by "
+                    "its class index first)"
                 )
             mask = np.asarray(mask_file, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as error:

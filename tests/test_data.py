@@ -330,7 +330,7 @@ def test_image_and_mask_of_different_sizes_are_refused(tmp_path):
 def test_colour_masks_are_refused(tmp_path):
     image, _ = random_pair(np.random.default_rng(6))
     write_pair(tmp_path / "train", "a", image, np.zeros((40, 48, 3), np.uint8))
-    with pytest.raises(ValueError, match="is a RGB image; masks must be 8-bit single-channel"):
+    with pytest.raises(ValueError, match="is an image of mode RGB; masks must be 8-bit single-channel"):
         data.build_dataset(tmp_path, "train")
 
 
