@@ -55,7 +55,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def base_parser(script: str, description: str, epochs_help: str = "training epochs") -> argparse.ArgumentParser:
+def base_parser(script: str, description: str, epochs_help: str = "training epochs",
+                resume_help: str = "raise the planned count") -> argparse.ArgumentParser:
     """The options every training script shares, in groups; scripts add their model's own."""
     parser = argparse.ArgumentParser(
         prog=f"{script}.py", description=description, formatter_class=DefaultsHelpFormatter
@@ -91,7 +92,7 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
         "examples, at least 64, so validation stays a small part of each epoch; all: every one"))
 
     add = groups["optimization"].add_argument
-    add("--epochs", type=int, default=20, help=f"{epochs_help} (with --resume: raise the planned count)")
+    add("--epochs", type=int, default=20, help=f"{epochs_help} (with --resume: {resume_help})")
     add("--batch-size", type=int, default=recipe.DEFAULT_BATCH_SIZE, help=(
         "global batch size, split across devices; smaller batches give more steps per epoch, which "
         "a few hundred images need (see BENCHMARKS.md)"))
@@ -291,6 +292,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
         raise UserError(f"--resume continues a run with its own settings; beside it only {allowed} may be given, "
                         f"not {', '.join(option_name(parser, dest) for dest in refused)}")
     saved = read_config(run_dir, args.script)
+    saved.update(RunDir(run_dir).planned_epochs())  # an earlier --resume's longer plan
     for dest, value in BEFORE_THEY_EXISTED.items():
         saved.setdefault(dest, value)
     for dest, renamed in RENAMED_VALUES.items():
@@ -307,8 +309,25 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     for dest in extendable:
         if resumed.__dict__[dest] < saved.get(dest, 0):
             raise UserError(f"{option_name(parser, dest)} {resumed.__dict__[dest]} is below the {saved[dest]} "
-                            f"planned when the run in {run_dir} started; it can only be raised")
+                            f"planned for the run in {run_dir}; it can only be raised")
+    check_first_phase_not_past(run_dir, saved, resumed)
     return resumed
+
+
+def check_first_phase_not_past(run_dir: Path, saved: dict, resumed: argparse.Namespace) -> None:
+    """A run that has fine-tuned keeps its count of frozen epochs.
+
+    Raised after the fine-tuning began, --epochs would move the phases' boundary past epochs
+    already fine-tuned: the history would count them as frozen ones, and the fine-tuning
+    schedule would restart its count, a run that no single command describes.
+    """
+    if "fine_tune_epochs" not in vars(resumed) or resumed.epochs == saved["epochs"]:
+        return
+    completed = RunDir(run_dir).completed_epochs()
+    if completed > saved["epochs"]:
+        raise UserError(
+            f"--epochs {resumed.epochs}: the run in {run_dir} finished its {saved['epochs']} epochs on the frozen "
+            f"encoder and has fine-tuned for {completed - saved['epochs']}; only --fine-tune-epochs can be raised now")
 
 
 def read_config(run_dir: Path, script: str) -> dict:

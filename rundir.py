@@ -5,7 +5,8 @@
   predictions/epoch_NNN.png  a fixed set of validation images: input, true and predicted mask
   logs/                      TensorBoard logs (tensorboard --logdir runs/)
   metrics.json               the final test-set evaluation, the recipe and the run's settings
-  config.json, state.json    the arguments (for --resume) and the last finished epoch
+  config.json, state.json    the arguments the run started with (for --resume), and the last
+                             finished epoch (with the epoch counts a resume raised them to)
 
 Every file is written to a temporary name and renamed, so an interruption never leaves a
 half-written file. An epoch's models are staged under hidden names, state.json then counts
@@ -89,8 +90,19 @@ class RunDir:
                 except FileNotFoundError:  # the chief put it in place meanwhile
                     shutil.copyfile(self.path / name, copy.path / name)
 
+    def _state(self) -> dict:
+        return json.loads((self.path / "state.json").read_text())
+
     def completed_epochs(self) -> int:
-        return int(json.loads((self.path / "state.json").read_text())["completed_epochs"])
+        return int(self._state()["completed_epochs"])
+
+    def planned_epochs(self) -> dict[str, int]:
+        """The epoch counts a `--resume` raised the run's to ({} if none did): config.json keeps
+        the counts the run started with, and these overrule them."""
+        return dict(self._state().get("planned", {}))
+
+    def plan_epochs(self, planned: dict[str, int]) -> None:
+        write_json(self.path / "state.json", {**self._state(), "planned": planned})
 
     def load_last_model(self) -> keras.Model:
         path = self.committed_file("last.keras")
@@ -138,7 +150,7 @@ class RunDir:
 
     def commit_epoch(self, epoch: int) -> None:
         """Counts the epoch (the one atomic step), then puts its staged models in place."""
-        write_json(self.path / "state.json", {"completed_epochs": epoch})
+        write_json(self.path / "state.json", {**self._state(), "completed_epochs": epoch})
         self._install_staged(epoch)
 
     _STAGED = re.compile(r"\.(?P<stem>[^.]+)\.epoch-(?P<epoch>\d+)(?P<suffix>\.keras)")

@@ -82,7 +82,8 @@ OFFLINE_WEIGHTS = ("Train without them (--encoder-weights none), or fetch that f
 
 def build_parser() -> argparse.ArgumentParser:
     parser = options.base_parser("train_mobilenet_unet", __doc__,
-                                 epochs_help="epochs on the frozen encoder, before the fine-tuning ones")
+                                 epochs_help="epochs on the frozen encoder, before the fine-tuning ones",
+                                 resume_help="raise the planned count until the fine-tuning begins")
     add = options.group(parser, "model").add_argument
     add("--encoder-weights", default="imagenet",
         help="'imagenet' (downloaded once by Keras), 'none', or the path of a local MobileNetV2 no-top "

@@ -39,7 +39,7 @@ from errors import UserError, user_errors
 from files import write_json
 from inference import keras_predictor, with_test_time_augmentation
 from models import sizes
-from options import data_options, training_passes, validation_count
+from options import EXTENDABLE, data_options, training_passes, validation_count
 from progress import keras_verbose
 from rundir import RunDir, RunRecorder
 
@@ -423,6 +423,8 @@ def open_run_folder(args: argparse.Namespace, scratch: Path | None, cache_dir: s
         if not args.resume:
             write_json(run.path / "config.json", vars(args))
         run.recover()
+        if args.resume:  # a later --resume without --epochs keeps this plan
+            run.plan_epochs({dest: getattr(args, dest) for dest in EXTENDABLE if dest in vars(args)})
         yield run
         return
     try:

@@ -12,13 +12,13 @@ from conftest import run_main
 from errors import UserError
 
 
-def saved_run(folder, script="train_unet", **settings):
-    """A run folder as training leaves it, with config.json from a real parse."""
+def saved_run(folder, script="train_unet", completed=1, **settings):
+    """A run folder as training leaves it after `completed` epochs, with config.json from a real parse."""
     parser = train_unet.build_parser() if script == "train_unet" else train_mobilenet_unet.build_parser()
     args = parser.parse_args([f"--{k.replace('_', '-')}={v}" for k, v in settings.items()])
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(vars(args)))
-    (folder / "state.json").write_text(json.dumps({"completed_epochs": 1}))
+    (folder / "state.json").write_text(json.dumps({"completed_epochs": completed}))
     (folder / "last.keras").write_bytes(b"")
     return folder
 
@@ -141,9 +141,33 @@ def test_resume_takes_a_higher_epoch_count(tmp_path):
     assert (args.epochs, args.fine_tune_epochs) == (3, 4)
 
 
+def test_resume_raises_the_frozen_epochs_only_before_the_fine_tuning(tmp_path):
+    parser = train_mobilenet_unet.build_parser()
+    frozen_done = saved_run(tmp_path / "a", script="train_mobilenet_unet", completed=3, epochs=3, fine_tune_epochs=2)
+    assert options.parse_args(parser, ["--resume", str(frozen_done), "--epochs", "5"]).epochs == 5
+    fine_tuned = saved_run(tmp_path / "b", script="train_mobilenet_unet", completed=4, epochs=3, fine_tune_epochs=2)
+    with pytest.raises(UserError) as refused:
+        options.parse_args(parser, ["--resume", str(fine_tuned), "--epochs", "5"])
+    assert str(refused.value) == (f"--epochs 5: the run in {fine_tuned} finished its 3 epochs on the frozen encoder "
+                                  "and has fine-tuned for 1; only --fine-tune-epochs can be raised now")
+    both = options.parse_args(parser, ["--resume", str(fine_tuned), "--epochs", "3", "--fine-tune-epochs", "6"])
+    assert (both.epochs, both.fine_tune_epochs) == (3, 6)
+    unet = saved_run(tmp_path / "c", completed=4, epochs=4)  # one phase: it simply goes on
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(unet), "--epochs", "6"]).epochs == 6
+
+
+def test_resume_keeps_the_plan_of_an_earlier_resume(tmp_path):
+    run = saved_run(tmp_path / "run", completed=5, epochs=4)
+    state = {"completed_epochs": 5, "planned": {"epochs": 8}}  # stopped while resumed with --epochs 8
+    (run / "state.json").write_text(json.dumps(state))
+    assert options.parse_args(train_unet.build_parser(), ["--resume", str(run)]).epochs == 8
+    with pytest.raises(UserError, match="--epochs 6 is below the 8 planned for the run in"):
+        options.parse_args(train_unet.build_parser(), ["--resume", str(run), "--epochs", "6"])
+
+
 def test_resume_refuses_a_lower_epoch_count(tmp_path):
     run = saved_run(tmp_path / "run", epochs=5)
-    with pytest.raises(UserError, match="--epochs 4 is below the 5 planned when the run .* started; it can only be raised"):
+    with pytest.raises(UserError, match="--epochs 4 is below the 5 planned for the run in .*; it can only be raised"):
         options.parse_args(train_unet.build_parser(), ["--resume", str(run), "--epochs", "4"])
 
 

@@ -90,6 +90,7 @@ def test_resume_extends_a_finished_run_and_its_schedule(tmp_path):
     schedule = schedule_config(model.optimizer)
     assert (schedule["warmup_steps"], schedule["decay_steps"]) == (2, 6)  # the new plan: 8 steps, 2 of warm-up
     assert json.loads((run / "config.json").read_text())["epochs"] == 2  # the start is recorded as it was
+    assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 4, "planned": {"epochs": 4}}
     assert json.loads((run / "metrics.json").read_text())["settings"]["epochs"] == 4
 
 

@@ -230,6 +230,12 @@ def test_a_kill_at_any_point_of_an_epochs_writes_leaves_the_counted_epochs_model
     assert json.loads((run.path / "state.json").read_text()) == {"completed_epochs": 2}
     assert bias(run.path / "last.keras") == 2.0 and bias(run.path / "best.keras") == 1.0
     assert not list(run.path.glob(".*"))
+    # a resume's longer plan is kept by the commits that follow
+    run.plan_epochs({"epochs": 5})
+    run.stage_model(model_with(3.0), "last.keras", 3)
+    run.commit_epoch(3)
+    assert json.loads((run.path / "state.json").read_text()) == {"completed_epochs": 3, "planned": {"epochs": 5}}
+    assert run.planned_epochs() == {"epochs": 5} and run.completed_epochs() == 3
 
 
 def interrupt_after_each_epoch(monkeypatch):
