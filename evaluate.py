@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = load_model_option(args)
     options = data_options(args, predictor.num_classes, predictor.size)
     if predictor.num_classes != options.num_classes:
+        if args.num_classes is not None:
+            raise UserError(f"--model {args.model} predicts {predictor.num_classes} classes, not the "
+                            f"--num-classes {args.num_classes} given")
         raise UserError(f"--model {args.model} predicts {predictor.num_classes} classes but --data {args.data} has "
                         f"{options.num_classes}; pass --num-classes if the data's count is not the default")
     names = data.class_names(args.data, options)
