@@ -50,7 +50,9 @@ class RunDir:
         if output is None:
             output = os.path.join("runs", f"{script}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
         path = Path(output)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--output {path} is a file, not a folder; choose a new folder")
+        if path.exists() and any(path.iterdir()):
             raise UserError(f"--output {path} already exists and is not empty; choose a new folder"
                             + (f" or continue that run with --resume {path}" if resumable else ""))
         with user_errors(f"--output {path}"):

@@ -413,6 +413,9 @@ def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
     under_a_file = tmp_path / "mine.txt" / "run"
     status, err = run_script(train_unet, QUICK + ["--output", str(under_a_file)], capsys)
     assert status == 2 and f"--output {under_a_file}: {tmp_path / 'mine.txt'} is a file, not a folder" in err
+    status, err = run_script(train_unet, QUICK + ["--output", str(tmp_path / "mine.txt")], capsys)
+    assert status == 2 and f"error: --output {tmp_path / 'mine.txt'} is a file, not a folder; choose a new folder" in err
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
 def test_dataset_download_failure_names_the_offline_route(tmp_path, capsys, monkeypatch):
