@@ -124,7 +124,7 @@ def check_output(output: Path, overwrite: bool, kind: str) -> None:
         if kind == "saved_model" and not (output / "saved_model.pb").is_file():
             raise UserError(f"--output {output} is a folder that holds no SavedModel (no saved_model.pb); "
                             "--overwrite replaces only an earlier export")
-    parent = output.parent if str(output.parent) else Path(".")
+    parent = output.parent  # "." for a bare name
     if not parent.is_dir():
         raise UserError(f"--output {output}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
