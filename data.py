@@ -710,7 +710,14 @@ def _own_pairs(root: Path, split: str, holdout_fraction: float) -> list[Pair]:
 def _match_by_stem(images_dir: Path, masks_dir: Path) -> list[Pair]:
     images = _files_by_stem(images_dir, IMAGE_EXTENSIONS)
     masks = _files_by_stem(masks_dir, (".png",))
-    _warn_skipped([images[s] for s in sorted(images.keys() - masks.keys())], f"has no mask in {masks_dir}")
+    not_png = {p.stem: p for p in sorted(masks_dir.iterdir())
+               if p.is_file() and p.suffix.lower() != ".png" and not p.name.startswith(".")}
+    for stem in sorted(images.keys() - masks.keys()):
+        if stem in not_png:
+            _warn_skipped([images[stem]], f"has its mask as {not_png[stem].name}, not as a PNG: masks must be PNGs "
+                                          "(a JPEG's compression changes the class values along every outline)")
+        else:
+            _warn_skipped([images[stem]], f"has no mask in {masks_dir}")
     _warn_skipped([masks[s] for s in sorted(masks.keys() - images.keys())], f"has no image in {images_dir}")
     return [Pair(images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
 

@@ -309,6 +309,18 @@ def test_image_without_mask_and_mask_without_image_are_skipped_by_name(own_flat)
     assert len(pairs) == 10
 
 
+def test_a_mask_saved_as_jpeg_is_named(own_flat):
+    image, mask = random_pair(np.random.default_rng(3))
+    Image.fromarray(image).save(own_flat / "images" / "lossy.jpg")
+    Image.fromarray(mask).save(own_flat / "masks" / "lossy.jpg")
+    with pytest.warns(data.DataWarning) as caught:
+        pairs = data._match_by_stem(own_flat / "images", own_flat / "masks")
+    assert [str(w.message) for w in caught] == [
+        f"skipping {own_flat / 'images' / 'lossy.jpg'}: it has its mask as lossy.jpg, not as a PNG: masks must be "
+        "PNGs (a JPEG's compression changes the class values along every outline)"]
+    assert len(pairs) == 10
+
+
 def test_mask_values_outside_the_classes_are_refused(own_flat):
     image, mask = random_pair(np.random.default_rng(4))
     mask[0, 0] = 7
