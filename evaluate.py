@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--model", required=True, help="a trained model: .keras, or a .tflite made by export.py")
+    add("--model", required=True, help="a trained model: .keras, or a .tflite file or SavedModel folder made by export.py")
     add("--data", default=data.TFDS_NAME, help=(
         "what --data takes in training: 'oxford_iiit_pet', 'synthetic', or a folder (Oxford-IIIT Pet "
         "archives, Pascal VOC, your own images/ + masks/) (default: oxford_iiit_pet)"))

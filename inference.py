@@ -7,7 +7,8 @@ sees the same pixels when it serves as when it trained:
   * `decode_photo`: the same pixels from TensorFlow, for the tf.data training pipeline;
   * `resize_image`: bilinear, antialiased when shrinking, to the model's square input;
   * `to_model_input`: uint8 -> float32 in [0, 1], the input contract of every saved model;
-  * `load_predictor`: a `.keras` or `.tflite` model as a function from uint8 batches to logits;
+  * `load_predictor`: a `.keras` model, or a `.tflite` or SavedModel export, as a function from
+    uint8 batches to logits;
   * `with_test_time_augmentation`: the same function averaging each image's and its mirror's;
   * `upsampled_argmax`: logits resized bilinearly to the photo's own size, then the argmax.
 
@@ -179,23 +180,27 @@ class Predictor:
 
 
 def load_predictor(path: str | os.PathLike, size: int | None = None) -> Predictor:
-    """A `.keras` model, or a `.tflite` made by export.py, ready to predict.
+    """A `.keras` model, or a `.tflite` file or SavedModel folder made by export.py, ready to predict.
 
     `size`: predict images resized to this side instead of the model's own (a .keras model
-    is called at that size, see `keras_predictor`; a .tflite model takes only its own).
+    is called at that size, see `keras_predictor`; an export takes only its own).
     """
-    if Path(path).suffix.lower() == ".tflite":
-        if not Path(path).is_file():
+    path = Path(path)
+    if path.is_dir():
+        predictor = saved_model_predictor(path)
+    elif path.suffix.lower() == ".tflite":
+        if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
         try:
             predictor = tflite_predictor(path)
         except (ValueError, RuntimeError, KeyError) as error:
             raise ValueError(f"{path} is not a TFLite model made by export.py ({error})") from error
-        if size is not None and size != predictor.size:
-            raise ValueError(f"{path} takes only the {predictor.size} px images it was exported for, not {size} px; "
-                             "use the .keras model for another size")
-        return predictor
-    return keras_predictor(load_keras_model(path), size)
+    else:
+        return keras_predictor(load_keras_model(path), size)
+    if size is not None and size != predictor.size:
+        raise ValueError(f"{path} takes only the {predictor.size} px images it was exported for, not {size} px; "
+                         "use the .keras model for another size")
+    return predictor
 
 
 def load_keras_model(path: str | os.PathLike) -> keras.Model:
@@ -256,6 +261,24 @@ def with_test_time_augmentation(predictor: Predictor, tta: str) -> Predictor:
         return (predictor(images) + mirrored) / 2
 
     return Predictor(predictor.size, predictor.num_classes, mean_of_both)
+
+
+def saved_model_predictor(folder: Path) -> Predictor:
+    """export.py's SavedModel: its signature takes uint8 images (resized inside to the model's
+    size, an identity for the photos given here at that size) and returns that size's logits."""
+    if not (folder / "saved_model.pb").is_file():
+        raise ValueError(f"{folder} is a folder, not a model: give a .keras file, or a .tflite file or SavedModel "
+                         "folder made by export.py")
+    try:
+        serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+        probe = serve(images=tf.zeros((1, 32, 32, 3), tf.uint8))["logits"]  # its size and classes
+    except Exception as error:  # a foreign or damaged SavedModel fails in many ways
+        raise ValueError(f"{folder} is not a SavedModel made by export.py ({first_line(error)})") from error
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return serve(images=tf.constant(images, tf.uint8))["logits"].numpy()
+
+    return Predictor(int(probe.shape[1]), int(probe.shape[-1]), predict)
 
 
 def tflite_predictor(model: bytes | str | os.PathLike) -> Predictor:

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True,
-                        help="a trained model: .keras (e.g. RUN_DIR/best.keras) or a .tflite made by export.py")
+                        help="a trained model: .keras (e.g. RUN_DIR/best.keras), or a .tflite file or SavedModel "
+                        "folder made by export.py")
     parser.add_argument("--input", required=True,
                         help="folder of images (JPEG, PNG, BMP, GIF, WebP; any letter case), or one image")
     parser.add_argument("--output", required=True, help="folder for the masks and overlays (created if needed)")

@@ -91,6 +91,35 @@ def test_saved_model_takes_any_size_and_agrees(model_path, tmp_path, capsys):
     assert result["logits"].shape == (2, 64, 64, 3)
 
 
+def test_a_saved_model_predicts_as_its_keras_model(model_path, tmp_path, capsys):
+    out = tmp_path / "served"
+    assert run(["--model", model_path, "--output", out], capsys)[0] == 0
+    served = inference.load_predictor(out)
+    assert (served.size, served.num_classes) == (64, 3)
+    images = export.check_images(64)
+    logits = served(images)
+    assert logits.shape == (8, 64, 64, 3) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, inference.load_predictor(model_path)(images), atol=1e-4)
+    with pytest.raises(ValueError, match="takes only the 64 px images it was exported for, not 128 px"):
+        inference.load_predictor(out, size=128)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(images[0][:50]).save(photos / "a.png")
+    status = run_main(predict.main, ["--model", out, "--input", photos, "--output", tmp_path / "masks"], capsys)[0]
+    assert status == 0 and np.asarray(Image.open(tmp_path / "masks" / "a_mask.png")).shape == (50, 64)
+
+
+def test_a_folder_that_is_no_saved_model_is_named(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ValueError, match="photos is a folder, not a model: give a .keras file, or a .tflite file or "
+                                         "SavedModel folder made by export.py"):
+        inference.load_predictor(tmp_path / "photos")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    with pytest.raises(ValueError, match="other is not a SavedModel made by export.py"):
+        inference.load_predictor(tmp_path / "other")
+
+
 def test_predict_accepts_the_tflite_model(model_path, tmp_path, capsys):
     out = tmp_path / "model.tflite"  # the name says TFLite: no --format needed
     assert run(["--model", model_path, "--output", out], capsys)[0] == 0
