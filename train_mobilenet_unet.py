@@ -24,7 +24,7 @@ from errors import UserError, run_cli, user_errors  # noqa: E402
 from models import build_mobilenet_unet  # noqa: E402
 from models import mobilenet_unet  # noqa: E402
 from models.mobilenet_unet import (encoder_layer_index, encoder_layer_names, set_encoder_trainable, stem_stride_of,  # noqa: E402
-                                   with_stem_stride)
+                                   with_stem_stride, WeightsFileError)
 
 # The measured recipe (BENCHMARKS.md): 10 epochs on the frozen encoder, then 10 fine-tuning it
 # from block 6 on. On the validation photos, the same 20 epochs all frozen scored 0.025 mean IoU
@@ -189,8 +189,8 @@ def build_model(args: argparse.Namespace, input_shape: tuple[int, int, int], num
     frozen, fine_tuning = run_stem_strides(args)
     final = fine_tuning if args.fine_tune_epochs > 0 else frozen
     try:
-        with user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError,)), \
-                user_errors(f"--image-size {args.image_size}", (ValueError,)):
+        with user_errors(f"--image-size {args.image_size}", (ValueError,)), \
+                user_errors(f"--encoder-weights {args.encoder_weights}", (FileNotFoundError, WeightsFileError)):
             # built at the stride of the last epochs, so that Keras picks the ImageNet checkpoint for the
             # size the trained encoder works at; then switched for the frozen epochs if they differ
             model = build_mobilenet_unet(input_shape, num_classes, encoder_weights=args.encoder_weights,

@@ -27,6 +27,10 @@ FUSE_FILTERS = (0, 0, 0, 0)  # pix2pix's decoder: no convolution after a join
 ENCODER_NAME = "encoder"
 
 
+class WeightsFileError(ValueError):
+    """An encoder weights file that cannot be read, or that holds another model's weights."""
+
+
 def build_mobilenet_unet(
     input_shape: tuple[int, int, int] = (128, 128, 3),
     num_classes: int = 3,
@@ -100,6 +104,8 @@ def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.P
         with warnings.catch_warnings():
             if scale > 1:  # Keras warns when it falls back to its 224-px checkpoint: here that is intended
                 warnings.filterwarnings("ignore", message="`input_shape` is undefined or non-square")
+            # a file of another model's weights would leave layers at their random start, with a warning each
+            warnings.filterwarnings("error", message="Skipping nested container")
             base = keras.applications.MobileNetV2(input_shape=(input_shape[0] * scale, input_shape[1] * scale,
                                                                input_shape[2]), include_top=False, weights=weights)
     except Exception as error:  # Keras raises a bare Exception for a failed download
@@ -107,7 +113,9 @@ def build_encoder(input_shape: tuple[int, int, int], encoder_weights: str | os.P
             raise ConnectionError(
                 f"the ImageNet weights for the MobileNetV2 encoder could not be downloaded ({first_line(error)})"
             ) from error
-        raise ValueError(f"cannot load encoder weights from {weights}: {first_line(error)}") from error
+        cause = first_line(error).split(". ")[0]  # Keras goes on to print whole tensors
+        raise WeightsFileError(f"{weights} holds no weights of Keras' MobileNetV2 without its top, alpha 1.0, as "
+                               f"keras.applications reads them ({cause})") from error
     if scale == 1:
         outputs = [base.get_layer(layer).output for layer in SKIPS[skips]]
         return keras.Model(base.input, outputs, name=ENCODER_NAME)

@@ -8,7 +8,7 @@ import pytest
 
 from models import build_mobilenet_unet, build_unet, upsample
 from models import sizes
-from models.mobilenet_unet import set_encoder_trainable, stem_stride_of, with_stem_stride
+from models.mobilenet_unet import WeightsFileError, set_encoder_trainable, stem_stride_of, with_stem_stride
 
 
 def trainable_count(model):
@@ -74,7 +74,6 @@ def test_mobilenet_unet_rescales_to_minus_one_one_inside_the_model():
 
 
 def test_missing_local_weights_file_is_a_user_error(tmp_path):
-    
     with pytest.raises(FileNotFoundError, match="encoder weights file .*nothing.h5 does not exist"):
         build_mobilenet_unet((64, 64, 3), encoder_weights=tmp_path / "nothing.h5")
 
@@ -86,6 +85,20 @@ def test_local_weights_file_is_loaded(tmp_path):
     model = build_mobilenet_unet((64, 64, 3), encoder_weights=path)
     np.testing.assert_array_equal(model.get_layer("encoder").get_layer("Conv1").kernel.numpy(),
                                   source.get_layer("Conv1").kernel.numpy())
+
+
+def test_a_file_of_other_weights_is_refused_not_half_loaded(tmp_path):
+    (tmp_path / "junk.h5").write_text("not HDF5")
+    with pytest.raises(WeightsFileError, match=r"junk.h5 holds no weights of Keras' MobileNetV2 without its top, "
+                                               r"alpha 1.0, as keras.applications reads them \(Unable to"):
+        build_mobilenet_unet((64, 64, 3), encoder_weights=tmp_path / "junk.h5")
+    narrower = keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None, alpha=0.35)
+    narrower.save_weights(tmp_path / "alpha_0.35.weights.h5")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(WeightsFileError, match=r"alpha_0.35.weights.h5 holds no weights of Keras' MobileNetV2"):
+            build_mobilenet_unet((64, 64, 3), encoder_weights=tmp_path / "alpha_0.35.weights.h5")
+    assert not [w for w in shown if "Skipping nested container" in str(w.message)]
 
 
 def test_a_fuse_block_mixes_the_join_it_is_asked_for():

@@ -673,6 +673,15 @@ def test_negative_fine_tune_epochs(tmp_path, capsys):
     assert status == 2 and "--fine-tune-epochs must be 0 or more" in err
 
 
+def test_a_weights_file_that_is_not_mobilenet_v2_is_named_by_its_option(tmp_path, capsys):
+    (tmp_path / "weights.h5").write_text("not HDF5")
+    argv = QUICK + ["--encoder-weights", str(tmp_path / "weights.h5"), "--output", str(tmp_path / "r")]
+    status, err = run_script(train_mobilenet_unet, argv, capsys)
+    assert status == 2 and (f"error: --encoder-weights {tmp_path / 'weights.h5'}: {tmp_path / 'weights.h5'} holds no "
+                            "weights of Keras' MobileNetV2 without its top") in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_fine_tune_layer_is_refused_before_training(tmp_path, capsys):
     argv = QUICK + ["--encoder-weights", "none", "--fine-tune-from", "block_99", "--output", str(tmp_path / "r")]
     status, err = run_script(train_mobilenet_unet, argv, capsys)
