@@ -319,7 +319,7 @@ def check_first_phase_not_past(run_dir: Path, saved: dict, resumed: argparse.Nam
 
     Raised after the fine-tuning began, --epochs would move the phases' boundary past epochs
     already fine-tuned: the history would count them as frozen ones, and the fine-tuning
-    schedule would restart its count, a run that no single command describes.
+    schedule would lose its place, a run that no single command describes.
     """
     if "fine_tune_epochs" not in vars(resumed) or resumed.epochs == saved["epochs"]:
         return
