@@ -91,6 +91,7 @@ def test_saved_model_takes_any_size_and_agrees(model_path, tmp_path, capsys):
     assert result["logits"].shape == (2, 64, 64, 3)
 
 
+@pytest.mark.parametrize("model_path", ["unet"], indirect=True)  # loading back is the same for both kinds
 def test_a_saved_model_predicts_as_its_keras_model(model_path, tmp_path, capsys):
     out = tmp_path / "served"
     assert run(["--model", model_path, "--output", out], capsys)[0] == 0
