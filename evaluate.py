@@ -29,7 +29,7 @@ import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import write_json, write_text  # noqa: E402
 from options import (add_label_options, add_size_option, add_tta_option, check_at_least_one,  # noqa: E402
-                     load_model_option)
+                     check_label_options, load_model_option)
 from rundir import RunDir  # noqa: E402
 
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_at_least_one(args, ("batch_size", "limit", "size"))
+    check_label_options(args)
     if args.worst < 0:
         raise UserError(f"--worst must be 0 or more, got {args.worst}")
     output = RunDir.unused_path(args.output or None, "evaluate", resumable=False)

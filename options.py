@@ -107,7 +107,8 @@ def base_parser(script: str, description: str, epochs_help: str = "training epoc
     add("--schedule", choices=recipe.SCHEDULES, default=recipe.DEFAULT_SCHEDULE,
         help="learning rate over each phase: cosine decay to zero, or constant (the tutorial's)")
     add("--warmup-epochs", type=float, default=recipe.DEFAULT_WARMUP_EPOCHS,
-        help="linear warm-up from zero at the start of each phase, in epochs (fractions allowed)")
+        help="linear warm-up from zero at the start of each phase, in epochs (fractions allowed; at most half "
+             "of each phase)")
     add("--bn-momentum", type=float, default=recipe.DEFAULT_BN_MOMENTUM, help=(
         "momentum of the BatchNorm layers that train (Keras' default is 0.99); lower lets the moving "
         "statistics catch up with the weights within the first epochs on small data"))
@@ -238,6 +239,18 @@ def add_label_options(add, own_classes: str) -> None:
     add("--ignore-class", type=int, default=None, metavar="VALUE", help=(
         "a stored mask value (before --mask-offset) whose pixels count in neither loss nor metrics: "
         "255 for Pascal VOC (its default), or 3 with --num-classes 2 to leave out Oxford's border"))
+
+
+def check_label_options(args: argparse.Namespace) -> None:
+    """add_label_options' values, named as on the command line (data.DataOptions checks them
+    again, by its own field names)."""
+    check_at_least_one(args, ("num_classes",))
+    if args.num_classes is not None and args.num_classes > data.IGNORED:
+        raise UserError(f"--num-classes must be at most {data.IGNORED}, got {args.num_classes}")
+    if not 0.0 < args.holdout_fraction < 1.0:
+        raise UserError(f"--holdout-fraction must be between 0 and 1, got {args.holdout_fraction}")
+    if args.ignore_class is not None and not 0 <= args.ignore_class <= 255:
+        raise UserError(f"--ignore-class must be a mask value from 0 to 255, got {args.ignore_class}")
 
 
 def add_tta_option(add, what: str) -> None:
@@ -390,7 +403,10 @@ def resolve_source_defaults(args: argparse.Namespace) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Numbers argparse's types cannot check on their own, each named in its message."""
-    check_at_least_one(args, ("image_size", "batch_size", "num_classes", "show", "epochs", "limit", "crop"))
+    check_at_least_one(args, ("image_size", "batch_size", "show", "epochs", "limit", "crop"))
+    check_label_options(args)
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
     if args.crop is not None and args.crop > args.image_size:
         raise UserError(f"--crop {args.crop} is larger than --image-size {args.image_size}: a training window "
                         "is a part of the resized photo")

@@ -141,6 +141,7 @@ def test_tflite_and_keras_give_the_same_figures(voc_model, tmp_path, capsys):
     ("unknown model file", "cannot be loaded as a Keras model"),
     ("class count differs", "predicts 21 classes but --data synthetic has 3"),
     ("class count given differs", "predicts 21 classes, not the --num-classes 4 given"),
+    ("no classes", "--num-classes must be at least 1, got 0"),
     ("empty split", "holds no usable image and mask pairs"),
     ("ignore is a class", "--ignore-class 1: the ignore value 1 is also class 1"),
     ("output not empty", "already exists and is not empty"),
@@ -157,6 +158,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(voc_model, tmp_path, ca
         argv[3] = "synthetic"
     elif case == "class count given differs":
         argv += ["--num-classes", "4"]
+    elif case == "no classes":
+        argv += ["--num-classes", "0"]
     elif case == "empty split":
         (devkit / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_text("")
     elif case == "ignore is a class":
