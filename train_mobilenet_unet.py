@@ -243,8 +243,10 @@ def build_phases(args: argparse.Namespace) -> list[training.Phase]:
 def main(argv: Sequence[str] | None = None, callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
     """Trains as the command line says; `callbacks` join Keras' fit (benchmarks time and score epochs)."""
     args = options.parse_args(build_parser(), argv)
-    if args.fine_tune_epochs < 0 or args.fine_tune_learning_rate <= 0:
-        raise UserError("--fine-tune-epochs must be 0 or more and --fine-tune-learning-rate positive")
+    if args.fine_tune_epochs < 0:
+        raise UserError(f"--fine-tune-epochs must be 0 or more, got {args.fine_tune_epochs}")
+    if args.fine_tune_learning_rate <= 0:
+        raise UserError(f"--fine-tune-learning-rate must be positive, got {args.fine_tune_learning_rate}")
     if args.stem_stride == STRIDE_2_THEN_1 and args.fine_tune_epochs == 0:
         raise UserError(f"--stem-stride {STRIDE_2_THEN_1} switches to stride 1 when fine-tuning starts: it needs "
                         "--fine-tune-epochs above 0 (for stride 2 throughout, give --stem-stride 2)")

@@ -668,9 +668,13 @@ def test_stride_2_then_1_needs_fine_tuning_epochs(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_negative_fine_tune_epochs(tmp_path, capsys):
-    status, err = run_script(train_mobilenet_unet, QUICK + ["--fine-tune-epochs", "-1", "--output", str(tmp_path / "r")], capsys)
-    assert status == 2 and "--fine-tune-epochs must be 0 or more" in err
+@pytest.mark.parametrize("option, value, message", [
+    ("--fine-tune-epochs", "-1", "error: --fine-tune-epochs must be 0 or more, got -1\n"),
+    ("--fine-tune-learning-rate", "0", "error: --fine-tune-learning-rate must be positive, got 0.0\n"),
+])
+def test_fine_tuning_numbers_are_refused_by_name(tmp_path, capsys, option, value, message):
+    status, err = run_script(train_mobilenet_unet, QUICK + [option, value, "--output", str(tmp_path / "r")], capsys)
+    assert status == 2 and err.endswith(message)
 
 
 def test_a_weights_file_that_is_not_mobilenet_v2_is_named_by_its_option(tmp_path, capsys):
