@@ -125,10 +125,10 @@ def write_results(output: Path, args: argparse.Namespace, result: evaluation.Eva
 
 def print_summary(result: evaluation.Evaluation) -> None:
     figures = result.figures()
-    print(f"\n{result.images} images; at the model's input size and at each photo's own size:")
-    for section in evaluation.SECTIONS:
+    print(f"\n{result.images} images:")
+    for section, where in zip(evaluation.SECTIONS, ("at the model's input size:", "at each photo's own size:")):
         scores = figures[section]
-        print(f"  {section}: pixel accuracy {scores['accuracy']:.4f}, mean IoU {scores['mean_iou']:.4f}")
+        print(f"  {where:<27} pixel accuracy {scores['accuracy']:.4f}, mean IoU {scores['mean_iou']:.4f}")
     width = max(len(name) for name in result.class_names)
     print(f"  {'class':<{width}}  IoU (model / own size)  Dice (model / own size)")
     for name in result.class_names:

@@ -90,8 +90,12 @@ def test_evaluate_on_voc_writes_every_file_with_exact_counts(voc_model, tmp_path
     out = tmp_path / "out"
     status, stdout, _ = run_main(evaluate.main, ["--model", voc_model, "--data", devkit, "--output", out,
                                                  "--worst", "2"], capsys)
-    assert status == 0 and "2 images" in stdout
+    assert status == 0 and "\n2 images:\n" in stdout
     result = json.loads((out / "metrics.json").read_text())
+    for where, section in (("at the model's input size:  ", "model_size"), ("at each photo's own size:   ", "original_size")):
+        figures = result[section]
+        assert (f"  {where}pixel accuracy {figures['accuracy']:.4f}, mean IoU {figures['mean_iou']:.4f}\n"
+                in stdout)
     assert set(result) == {"model_size", "original_size", "confusion_matrix", "class_names", "model", "data",
                            "split", "tta", "size", "images"}
     assert result["tta"] == "flip" and result["size"] is None  # predict.py's defaults, so the figures are what it gives
