@@ -344,10 +344,15 @@ def check_first_phase_not_past(run_dir: Path, saved: dict, resumed: argparse.Nam
 
 
 def read_config(run_dir: Path, script: str) -> dict:
-    config_file = run_dir / "config.json"
-    if (not config_file.is_file() or not (run_dir / "state.json").is_file()
-            or not RunDir(run_dir).committed_file("last.keras").is_file()):
-        raise UserError(f"--resume {run_dir}: that folder holds no run to resume (no config.json, state.json and last.keras)")
+    config_file, state_file = run_dir / "config.json", run_dir / "state.json"
+    no_run = UserError(f"--resume {run_dir}: that folder holds no run to resume (no config.json, state.json and last.keras)")
+    if not config_file.is_file() or not state_file.is_file():
+        raise no_run
+    with user_errors(f"--resume {run_dir}: {state_file} does not count the finished epochs",
+                     (json.JSONDecodeError, KeyError, TypeError, ValueError)):
+        completed = RunDir(run_dir).completed_epochs()
+    if completed > 0 and not RunDir(run_dir).committed_file("last.keras").is_file():  # none before the first epoch
+        raise no_run
     with user_errors(f"--resume {run_dir}: {config_file} is not valid JSON", (json.JSONDecodeError,)):
         saved = json.loads(config_file.read_text())
     if saved.get("script") != script:

@@ -267,9 +267,9 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     # The model first: a size it cannot take, or encoder weights it cannot fetch, should stop
     # the run before a dataset download, not after.
     with strategy.scope():
-        if args.resume:
+        if args.resume and RunDir(Path(args.output)).completed_epochs() > 0:
             model = RunDir(Path(args.output)).load_last_model()
-        else:
+        else:  # a new run, or one stopped before its first epoch finished
             model = build_model(args, (args.image_size, args.image_size, 3), options.num_classes)
             recipe.configure_batchnorm(model, args.bn_momentum, synchronized)
         if args.crop is not None:
@@ -323,8 +323,11 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
         except (Stopped, KeyboardInterrupt) as stopped:
             code = stopped.exit_code if isinstance(stopped, Stopped) else 130
             why = "interrupted" if code == 130 else f"stopped by {stopped}"
-            print(f"\n{why}: {Path(args.output) / 'last.keras'} and the history hold the {run.completed_epochs()} "
-                  f"finished epochs; continue with --resume {args.output}", file=sys.stderr)
+            finished = run.completed_epochs()
+            kept = (f"{Path(args.output) / 'last.keras'} and the history hold the {finished} finished "
+                    f"epoch{'' if finished == 1 else 's'}; continue" if finished else
+                    "before the first epoch finished; start it again")
+            print(f"\n{why}: {kept} with --resume {args.output}", file=sys.stderr)
             return code
         if not getattr(model, "compiled", False):  # resumed with no epoch left, from a file saved uncompiled
             compile_phase(model, args, phases[-1].learning_rate, 1, 1, names)

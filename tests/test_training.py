@@ -250,12 +250,32 @@ def interrupt_after_each_epoch(monkeypatch):
     return original
 
 
+def test_a_run_stopped_before_its_first_epoch_finished_starts_again_on_resume(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+
+    def interrupt(self, epoch, logs=None):
+        raise KeyboardInterrupt  # before the epoch's files are written
+
+    monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", interrupt)
+    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "2", "--output", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: before the first epoch finished; start it again with --resume {run}\n" in err
+    assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 0}
+    assert not (run / "last.keras").exists()
+    monkeypatch.undo()
+    assert train_unet.main(["--resume", str(run)]) == 0
+    check_run_folder(run, epochs=2)
+    (run / "state.json").write_text("{")
+    status, _, err = run_main(train_unet.main, ["--resume", str(run)], capsys)
+    assert status == 2 and f"--resume {run}: {run / 'state.json'} does not count the finished epochs" in err
+
+
 def test_ctrl_c_saves_and_resume_continues_from_the_saved_epoch(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     original = interrupt_after_each_epoch(monkeypatch)
     assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "3", "--output", str(run)]) == 130
     out, err = capsys.readouterr()
-    assert "continue with --resume" in err
+    assert f"interrupted: {run / 'last.keras'} and the history hold the 1 finished epoch; continue with --resume {run}\n" in err
     assert "16 training and 16 test examples (16 scored after each epoch); 2 steps an epoch\n" in out
     assert "epochs 1 to 3" not in out  # one phase: no heading
     assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 1}
