@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from typing import Callable, Iterator, Sequence
@@ -70,8 +72,24 @@ def debugging() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
+def interrupt_quietly_while_starting() -> None:
+    """A Ctrl-C in the seconds a script spends importing TensorFlow, before `run_cli` runs,
+    exits with status 130 and one line, not with a traceback through Python's importer.
+
+    Scripts call it before their heavy imports; `run_cli` puts Python's own handler back.
+    """
+
+    def stop(signum, frame) -> None:
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(130)
+
+    signal.signal(signal.SIGINT, stop)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a script's main: UserError becomes `error: ...` on stderr and its exit code, Ctrl-C 130."""
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C raises KeyboardInterrupt again
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_notices_plainly(warnings.showwarning)

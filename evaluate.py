@@ -23,6 +23,11 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from errors import interrupt_quietly_while_starting  # noqa: E402  (light: no TensorFlow)
+
+if __name__ == "__main__":  # run as a script, not imported by the tests
+    interrupt_quietly_while_starting()
+
 import data  # noqa: E402
 import evaluation  # noqa: E402
 import visualize  # noqa: E402

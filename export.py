@@ -27,6 +27,11 @@ from typing import Callable, Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from errors import interrupt_quietly_while_starting  # noqa: E402  (light: no TensorFlow)
+
+if __name__ == "__main__":  # run as a script, not imported by the tests
+    interrupt_quietly_while_starting()
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -24,6 +24,11 @@ from typing import Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from errors import interrupt_quietly_while_starting  # noqa: E402  (light: no TensorFlow)
+
+if __name__ == "__main__":  # run as a script, not imported by the tests
+    interrupt_quietly_while_starting()
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402

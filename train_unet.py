@@ -12,6 +12,11 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
+from errors import interrupt_quietly_while_starting  # noqa: E402  (light: no TensorFlow)
+
+if __name__ == "__main__":  # run as a script, not imported by the tests
+    interrupt_quietly_while_starting()
+
 import keras  # noqa: E402
 
 import options  # noqa: E402

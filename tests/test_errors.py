@@ -1,10 +1,14 @@
 """errors.py: one line and exit 2 for a user's mistake; the whole cause with SEGMENTATION_DEBUG=1."""
 
+import os
+import signal
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 
-from errors import Notice, UserError, run_cli, user_errors
+from errors import Notice, UserError, interrupt_quietly_while_starting, run_cli, user_errors
 
 
 def failing_main(argv):
@@ -69,3 +73,30 @@ def test_notices_print_as_one_line_without_the_source(capsys, monkeypatch):
     assert run_cli(skipping, []) == 0
     assert capsys.readouterr().err == "warning: skipping photos/a.jpg: it has no mask in masks\n"
     assert warnings.showwarning is show_before
+
+
+def test_ctrl_c_while_starting_exits_130_in_one_line_and_run_cli_restores_keyboard_interrupt(capsys):
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        interrupt_quietly_while_starting()
+        with pytest.raises(SystemExit) as stopped:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode; this never finishes
+        assert stopped.value.code == 130 and capsys.readouterr().err == "\ninterrupted\n"
+        assert run_cli(lambda argv: 0, []) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+LIGHT_MODULES = {"__future__", "argparse", "collections", "concurrent.futures", "csv", "dataclasses", "errors", "io",
+                 "os", "pathlib", "sys", "tempfile", "time", "typing", "warnings"}
+
+
+@pytest.mark.parametrize("script", ["train_unet.py", "train_mobilenet_unet.py", "evaluate.py", "predict.py", "export.py"])
+def test_each_script_quiets_ctrl_c_before_importing_tensorflow(script):
+    source = (Path(__file__).parent.parent / script).read_text()
+    before_the_call = source[:source.index('if __name__ == "__main__":  # run as a script, not imported by the tests\n'
+                                           "    interrupt_quietly_while_starting()\n")]
+    imported = {line.split()[1] for line in before_the_call.splitlines() if line.startswith(("import ", "from "))}
+    assert "errors" in imported and imported <= LIGHT_MODULES
