@@ -25,7 +25,7 @@ import re
 import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -205,15 +205,16 @@ class RunRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, run: RunDir, images: np.ndarray, masks: np.ndarray,
-                 predict: Callable[[np.ndarray], np.ndarray]):
+                 predict: Callable[[np.ndarray], np.ndarray], phase_starts: Sequence[tuple[int, str]] = ()):
         """`images`: uint8 (N, S, S, 3) validation images to draw each epoch; `masks` their true masks;
-        `predict`: the model's logits for uint8 images (inference.keras_predictor's, compiled once).
+        `predict`: the model's logits for uint8 images (inference.keras_predictor's, compiled once);
+        `phase_starts`: the curves' marks, as visualize.TrainingCurves takes them.
         """
         super().__init__()
         self.run = run
         self.images = images
         self.predict = predict
-        self.curves = visualize.TrainingCurves()
+        self.curves = visualize.TrainingCurves(phase_starts)
         self.panel = visualize.PredictionPanel(images, masks)
         self.history = run.read_history()
         scores = [row["val_mean_iou"] for row in self.history if "val_mean_iou" in row]

@@ -241,7 +241,7 @@ def build_phases(args: argparse.Namespace) -> list[training.Phase]:
                  else f"peak learning rates {encoder_rate:g} for the encoder, {decoder_rate:g} for the decoder")
         title = f"{trained}; {rates}"
         phases.append(training.Phase(args.epochs + args.fine_tune_epochs, decoder_rate, unfreeze_encoder, own_rate,
-                                     title))
+                                     title, label="fine-tuning"))
     return phases
 
 

@@ -57,7 +57,8 @@ class Phase:
     then on (a rebuilt one, such as the MobileNetV2 U-Net's unstrided copy for fine-tuning).
     `own_rate` gives some layers a peak of their own (`OwnRate`). `title` says what the phase
     trains; a run of several phases prints it when the phase starts, so a user watching the
-    epochs knows why the steps slow down or the figures jump.
+    epochs knows why the steps slow down or the figures jump, and marks the phase's start in
+    curves.png with `label`.
     """
 
     until: int
@@ -65,6 +66,7 @@ class Phase:
     prepare: Callable[[keras.Model], keras.Model | None] | None = None
     own_rate: OwnRate | None = None
     title: str = ""
+    label: str = ""
 
 
 # --------------------------------------------------------------------------- devices
@@ -298,7 +300,7 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         # traced once (again if a phase rebuilds the model): the panel each epoch, the test split at the end
         predictor = keras_predictor(model)
-        recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy(), predictor)
+        recorder = RunRecorder(run, shown[0].numpy(), shown[1].numpy(), predictor, phase_starts(phases))
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path / "logs"), write_graph=False)
         started = time.perf_counter()
         epoch = run.completed_epochs()
@@ -348,6 +350,12 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
           f"at each photo's own size {original['mean_iou']:.4f} and {original['accuracy']:.4f}; "
           f"run folder: {args.output}")
     return 0
+
+
+def phase_starts(phases: Sequence[Phase]) -> list[tuple[int, str]]:
+    """(first epoch, label) of each phase after the first, for the marks in curves.png."""
+    return [(before.until + 1, phase.label or f"phase {number}")
+            for number, (before, phase) in enumerate(zip(phases, phases[1:]), start=2)]
 
 
 def phase_heading(start: int, phase: Phase, resumed_after: int | None = None) -> str:

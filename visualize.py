@@ -71,10 +71,13 @@ class TrainingCurves:
     PANELS = (("loss", "Loss"), ("accuracy", "Pixel accuracy"), ("mean_iou", "Mean IoU"))
     SERIES = (("", "training"), ("val_", "validation"))
 
-    def __init__(self):
+    def __init__(self, phase_starts: Sequence[tuple[int, str]] = ()):
+        """`phase_starts`: (first epoch, label) of each phase after the first, such as fine-tuning,
+        marked by a dashed line before that epoch once the curves reach it: they often jump there."""
         self.figure = Figure(figsize=(15, 4))
         self.axes = self.figure.subplots(1, 3)
         self.lines: dict[str, Line2D] = {}
+        self.unmarked = sorted(phase_starts)
         for ax, (_, title) in zip(self.axes, self.PANELS):
             ax.set_title(title)
             ax.set_xlabel("epoch")
@@ -84,6 +87,8 @@ class TrainingCurves:
 
     def save(self, path: str | os.PathLike, history: Sequence[Mapping[str, float]]) -> None:
         epochs = [row["epoch"] for row in history]
+        reached = [start for start in self.unmarked if epochs and max(epochs) >= start[0]]
+        self.unmarked = [start for start in self.unmarked if start not in reached]
         for ax, (key, _) in zip(self.axes, self.PANELS):
             for prefix, label in self.SERIES:  # a series gets its line once it has a value, as in a new figure
                 values = [row.get(prefix + key, math.nan) for row in history]
@@ -93,14 +98,19 @@ class TrainingCurves:
                     ax.legend()
                 if line is not None:
                     line.set_data(epochs, values)
+            for epoch, label in reached:  # after the lines, as a new figure would draw them
+                ax.axvline(epoch - 0.5, color="0.45", linestyle="--", linewidth=1)
+                ax.text(epoch - 0.5, 0.02, f" {label}", transform=ax.get_xaxis_transform(), color="0.35",
+                        fontsize=8, ha="left", va="bottom")
             ax.relim()
             ax.autoscale_view()
         _save(self.figure, path)
 
 
-def save_curves(path: str | os.PathLike, history: Sequence[Mapping[str, float]]) -> None:
+def save_curves(path: str | os.PathLike, history: Sequence[Mapping[str, float]],
+                phase_starts: Sequence[tuple[int, str]] = ()) -> None:
     """Loss, pixel accuracy and mean IoU per epoch, training against validation."""
-    TrainingCurves().save(path, history)
+    TrainingCurves(phase_starts).save(path, history)
 
 
 class PredictionPanel:

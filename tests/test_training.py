@@ -120,6 +120,9 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monk
     traces = []  # train_step runs in Python only while Keras traces it
     original_train_step = keras.Model.train_step
     monkeypatch.setattr(keras.Model, "train_step", lambda model, batch: traces.append(1) or original_train_step(model, batch))
+    marked = []
+    curves = rundir.visualize.TrainingCurves
+    monkeypatch.setattr(rundir.visualize, "TrainingCurves", lambda starts=(): marked.append(list(starts)) or curves(starts))
     run = tmp_path / "run"
     argv = QUICK + ["--encoder-weights", str(random_mobilenet_weights), "--epochs", "1", "--fine-tune-epochs", "1",
                     "--output", str(run)]
@@ -141,6 +144,7 @@ def test_train_mobilenet_unet_from_local_weights_then_fine_tuning(tmp_path, monk
     assert trained_with == pytest.approx({3e-4: encoder_weights, 1e-3: len(last.trainable_weights) - encoder_weights})
     assert (metrics["recipe"]["fine_tune_learning_rate"], metrics["recipe"]["fine_tune_decoder_learning_rate"]) == (
         3e-4, 1e-3)
+    assert marked == [[(2, "fine-tuning")]]  # curves.png marks where the fine-tuning starts
 
 
 def test_train_unet_on_the_real_oxford_sample(oxford_sample, tmp_path):

@@ -50,6 +50,22 @@ def test_curves_get_the_validation_lines_once_there_are_values(tmp_path):
     np.testing.assert_array_equal(pixels(tmp_path / "b.png"), pixels(tmp_path / "c.png"))
 
 
+def test_a_phase_start_is_marked_once_the_curves_reach_it(tmp_path):
+    curves = visualize.TrainingCurves([(5, "fine-tuning")])
+    curves.save(tmp_path / "before.png", history(4))
+    visualize.save_curves(tmp_path / "plain_4.png", history(4))
+    np.testing.assert_array_equal(pixels(tmp_path / "before.png"), pixels(tmp_path / "plain_4.png"))  # not yet
+    curves.save(tmp_path / "after.png", history(7))
+    for ax in curves.axes:
+        marks = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert [list(line.get_xdata()) for line in marks] == [[4.5, 4.5]]
+        assert [text.get_text() for text in ax.texts] == [" fine-tuning"]
+    visualize.save_curves(tmp_path / "new.png", history(7), [(5, "fine-tuning")])
+    np.testing.assert_array_equal(pixels(tmp_path / "after.png"), pixels(tmp_path / "new.png"))
+    visualize.save_curves(tmp_path / "plain_7.png", history(7))
+    assert (pixels(tmp_path / "after.png") != pixels(tmp_path / "plain_7.png")).any()
+
+
 def test_the_reused_panel_draws_what_a_new_one_draws(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
