@@ -35,7 +35,7 @@ import evaluation
 import losses
 import metrics
 import recipe
-from errors import UserError, user_errors
+from errors import Notice, UserError, user_errors
 from files import write_json
 from inference import keras_predictor, with_test_time_augmentation
 from models import sizes
@@ -75,6 +75,35 @@ class Phase:
 def configure_precision(mixed: str | None) -> None:
     """Keras' global policy for `--mixed-precision`: None (float32), "float16" or "bfloat16"."""
     keras.mixed_precision.set_global_policy(f"mixed_{mixed}" if mixed else "float32")
+
+
+def precision_warning(mixed: str | None, has_gpu: bool, cpu_bfloat16: bool | None) -> str | None:
+    """What `--mixed-precision` will cost where no GPU computes it, or None if nothing to say.
+
+    Measured on 2 cores without bfloat16 instructions (`python bench/train_speed.py --tables
+    precision`, BENCHMARKS.md section 2), a training step of either model took 1.9 to 3.4 times
+    as long in float16 as in float32, and 5 to 10 times as long in bfloat16, which TensorFlow
+    then emulates. `cpu_bfloat16`: None when unknown.
+    """
+    if mixed is None or has_gpu:
+        return None
+    if mixed == "float16":
+        return ("--mixed-precision float16 without a GPU: CPUs compute float16 slowly (a training step took 2 to 3 "
+                "times as long as in float32 on a 2-core CPU); leave it out, or give bfloat16 on a CPU with bfloat16 "
+                "instructions")
+    if mixed == "bfloat16" and cpu_bfloat16 is False:
+        return ("--mixed-precision bfloat16 on a CPU without bfloat16 instructions (AVX512_BF16, AMX): TensorFlow "
+                "emulates them (a training step took 5 to 10 times as long as in float32 on such a CPU); leave it out")
+    return None
+
+
+def cpu_has_bfloat16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU lists bfloat16 instructions (AVX512_BF16 or AMX-BF16); None off Linux."""
+    try:
+        flags = next((line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[-1].split()))
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -254,6 +283,9 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     configure_precision(args.mixed_precision)
+    slow = precision_warning(args.mixed_precision, bool(tf.config.list_physical_devices("GPU")), cpu_has_bfloat16())
+    if slow is not None:
+        warnings.warn(slow, Notice)
     phases = list(phases or [Phase(args.epochs, args.learning_rate)])
     synchronized = strategy.num_replicas_in_sync > 1
     if not args.resume:  # checked now, created once data and model are ready: a failed start leaves nothing

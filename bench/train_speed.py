@@ -15,10 +15,12 @@ writes costs for each model; a fourth, the first step of each phase (the train s
 with the recipe's AdamW against Keras' own, which reads the schedule once per variable; a fifth,
 what the MobileNetV2 U-Net's unstrided first convolution (--stem-stride 1; 2,1, the default at 128 px)
 costs a step in each phase against MobileNetV2's stride 2, and the encoder's forward pass alone; a sixth,
-where the time of a default MobileNetV2 run on the real photos of ../shared goes (about four minutes).
+where the time of a default MobileNetV2 run on the real photos of ../shared goes (about four minutes); a
+seventh, a training step under each --mixed-precision against float32, as the scripts compile it (the
+scripts warn when a 16-bit type will be slower: this table measures what they warn of).
 
     python bench/train_speed.py [--steps 5] [--warmup 2] [--repeats 3]
-                                [--tables throughput,whole,writes,first,stem,run]
+                                [--tables throughput,whole,writes,first,stem,run,precision]
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import training  # noqa: E402
 from models import build_mobilenet_unet, build_unet  # noqa: E402
 from models.mobilenet_unet import set_encoder_trainable  # noqa: E402
 
-TABLES = ("throughput", "whole", "writes", "first", "stem", "run")
+TABLES = ("throughput", "whole", "writes", "first", "stem", "run", "precision")
 
 
 def images_per_second(model, x, y, steps: int, warmup: int) -> float:
@@ -343,6 +345,30 @@ def run_parts() -> tuple[list[list], list[list]] | None:
     return overall, by_epoch
 
 
+def precision_steps(steps: int, warmup: int) -> list[list]:
+    """Milliseconds of a training step in float32, float16 and bfloat16, each script's default model
+    and batch at 128 px, compiled as the script compiles it; the ratio is against float32."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, module, build in (("MobileNetV2 U-Net, frozen encoder", train_mobilenet_unet, default_mobilenet_unet),
+                                ("U-Net", train_unet, lambda: build_unet((128, 128, 3), 3))):
+        options = module.build_parser().parse_args(["--data", "synthetic"])
+        x = rng.random((options.batch_size, 128, 128, 3)).astype(np.float32)
+        y = rng.integers(0, 3, (options.batch_size, 128, 128, 1)).astype(np.int32)
+        float32 = None
+        for mixed in (None, "float16", "bfloat16"):
+            training.configure_precision(mixed)
+            model = build()
+            training.compile_phase(model, options, options.learning_rate, phase_steps=1000, steps_per_epoch=15,
+                                   class_names=data.OXFORD_CLASS_NAMES)
+            milliseconds = 1000 * options.batch_size / images_per_second(model, x, y, steps, warmup)
+            float32 = float32 or milliseconds
+            rows.append([name, mixed or "float32", f"{milliseconds:.0f}", f"{milliseconds / float32:.2f}"])
+            keras.backend.clear_session()
+    training.configure_precision(None)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (default: 5)")
@@ -373,6 +399,11 @@ def main() -> None:
         print_table(f"The MobileNetV2 U-Net's first convolution at stride 2 and 1, batch 16 at 128 px, milliseconds, "
                     f"median of {args.repeats} x {args.steps} steps", ["step", "stride 2", "stride 1", "ratio"],
                     stem_steps(args.steps, args.warmup, args.repeats))
+    if "precision" in tables:
+        bfloat16 = {True: "has", False: "has no", None: "may have"}[training.cpu_has_bfloat16()]
+        print_table(f"A training step under --mixed-precision, batch as each script's default at 128 px, milliseconds, "
+                    f"median of {args.steps} (this CPU {bfloat16} bfloat16 instructions)",
+                    ["model", "compute type", "ms a step", "ratio"], precision_steps(args.steps, args.warmup))
     if "run" in tables and (tables_of_run := run_parts()) is not None:
         overall, by_epoch = tables_of_run
         print_table("Where a default MobileNetV2 run's time goes, ../shared's 240 training photos at 128 px, seconds",

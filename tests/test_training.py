@@ -9,9 +9,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import data
+import errors
 import evaluation
 import options
 import rundir
@@ -365,14 +367,38 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_every_replica_also_after_t
 @pytest.mark.parametrize("given, compute", [([], "float16"), (["bfloat16"], "bfloat16")])
 def test_mixed_precision_trains_with_float32_logits(tmp_path, float32_policy, given, compute):
     run = tmp_path / "run"
-    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", *given,
-                                                 "--output", str(run)]) == 0
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--mixed-precision", *given,
+                                                     "--output", str(run)]) == 0
+    expected = training.precision_warning(compute, bool(tf.config.list_physical_devices("GPU")),
+                                          training.cpu_has_bfloat16())  # float16 always here, without a GPU
+    assert [str(w.message) for w in shown if issubclass(w.category, errors.Notice)] == ([expected] if expected else [])
     model = saved_model(run / "last.keras")
     assert model.get_layer("enc1_conv").compute_dtype == compute
     assert model.get_layer("enc1_conv").kernel.dtype == "float32"
     assert model.get_layer("logits").compute_dtype == "float32"
     assert json.loads((run / "config.json").read_text())["mixed_precision"] == compute
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["test"]["loss"])
+
+
+def test_precision_warnings_say_what_a_16_bit_type_costs_without_a_gpu(tmp_path):
+    assert training.precision_warning(None, False, False) is None
+    assert training.precision_warning("float16", True, False) is None  # a GPU computes it
+    assert training.precision_warning("float16", False, True).startswith(
+        "--mixed-precision float16 without a GPU: CPUs compute float16 slowly (a training step took 2 to 3 times as long")
+    assert training.precision_warning("bfloat16", False, False).startswith(
+        "--mixed-precision bfloat16 on a CPU without bfloat16 instructions (AVX512_BF16, AMX): TensorFlow emulates")
+    assert training.precision_warning("bfloat16", False, True) is None
+    assert training.precision_warning("bfloat16", False, None) is None  # unknown: no guess
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert training.cpu_has_bfloat16(info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert training.cpu_has_bfloat16(info) is False
+    info.write_text("processor\t: 0\n")
+    assert training.cpu_has_bfloat16(info) is None
+    assert training.cpu_has_bfloat16(tmp_path / "none") is None
 
 
 def test_multiworker_needs_tf_config(tmp_path, capsys, monkeypatch):
