@@ -263,14 +263,14 @@ def test_a_run_stopped_before_its_first_epoch_finished_starts_again_on_resume(tm
         raise KeyboardInterrupt  # before the epoch's files are written
 
     monkeypatch.setattr(rundir.RunRecorder, "on_epoch_end", interrupt)
-    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "2", "--output", str(run)]) == 130
+    assert train_unet.main(QUICK + SMALL_UNET + ["--epochs", "1", "--output", str(run)]) == 130
     err = capsys.readouterr().err
     assert f"interrupted: before the first epoch finished; start it again with --resume {run}\n" in err
     assert json.loads((run / "state.json").read_text()) == {"completed_epochs": 0}
     assert not (run / "last.keras").exists()
     monkeypatch.undo()
     assert train_unet.main(["--resume", str(run)]) == 0
-    check_run_folder(run, epochs=2)
+    check_run_folder(run, epochs=1)
     (run / "state.json").write_text("{")
     status, _, err = run_main(train_unet.main, ["--resume", str(run)], capsys)
     assert status == 2 and f"--resume {run}: {run / 'state.json'} does not count the finished epochs" in err
