@@ -41,6 +41,10 @@ from options import add_size_option, add_tta_option, check_at_least_one, load_mo
 from progress import Progress  # noqa: E402
 from visualize import overlay  # noqa: E402
 
+# Photo formats a user's folder may hold that neither PIL (as installed) nor TensorFlow decodes
+# the way training does; named when left out.
+UNREAD_IMAGE_EXTENSIONS = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".dng")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -140,12 +144,21 @@ def plan_jobs(
 
 def find_images(folder: Path, recursive: bool, skip_outputs: bool) -> list[Path]:
     """The folder's images (with --recursive, its sub-folders' too), sorted; `skip_outputs` leaves out
-    earlier masks and overlays, for an output folder inside the input one."""
+    earlier masks and overlays, for an output folder inside the input one. Photos in a format it
+    cannot read (TIFF, HEIC: a phone's) are named, not passed over in silence."""
     pattern = "**/*" if recursive else "*"
-    sources = sorted(p for p in folder.glob(pattern)
-                     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    sources = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if skip_outputs:
         sources = [p for p in sources if not p.stem.endswith(("_mask", "_overlay"))]
+    unread = [p for p in files if p.suffix.lower() in UNREAD_IMAGE_EXTENSIONS]
+    if unread:
+        named = ", ".join(p.name for p in unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
+        why = f"{len(unread)} photo(s) in a format predict.py does not read ({named}); convert them to JPEG or PNG"
+        if sources:
+            print(f"warning: left out {why}", file=sys.stderr)
+        else:
+            raise UserError(f"--input {folder} holds no images it reads ({', '.join(IMAGE_EXTENSIONS)}): {why}")
     if not sources:
         raise UserError(f"--input {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
                         + ("" if recursive else "; add --recursive to look in sub-folders"))

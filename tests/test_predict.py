@@ -208,6 +208,22 @@ def test_errors_that_stop_the_run(case, model_path, tmp_path, capsys):
     assert fingerprint(photos) == before
 
 
+def test_photos_in_a_format_it_cannot_read_are_named(model_path, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("scan.tiff", "phone.HEIC", "notes.txt"):
+        (photos / name).write_bytes(b"whatever")
+    status, _, stderr = run(["--model", model_path, "--input", photos, "--output", tmp_path / "out"], capsys)
+    assert status == 2 and stderr.startswith(
+        f"error: --input {photos} holds no images it reads (.jpg, .jpeg, .png, .bmp, .gif, .webp): 2 photo(s) in a "
+        "format predict.py does not read (phone.HEIC, scan.tiff); convert them to JPEG or PNG")
+    Image.fromarray(noise(30, 40)).save(photos / "a.png")
+    status, _, stderr = run(["--model", model_path, "--input", photos, "--output", tmp_path / "out"], capsys)
+    assert status == 0 and (tmp_path / "out" / "a_mask.png").is_file()
+    assert ("warning: left out 2 photo(s) in a format predict.py does not read (phone.HEIC, scan.tiff); convert "
+            "them to JPEG or PNG\n") in stderr
+
+
 def test_huge_photo_is_segmented_in_bands(model_path, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(inference, "WHOLE_IMAGE_PIXELS", 1_000_000)
     monkeypatch.setattr(inference, "BAND_ROWS", 7)
