@@ -71,9 +71,18 @@ class Pair:
     mask: Path
 
 
+class OptionValueError(ValueError):
+    """A setting out of its range, with the name of its field, so that a command line can name
+    the option the value came from."""
+
+    def __init__(self, field: str, text: str):
+        super().__init__(f"{field} {text}")
+        self.field, self.text = field, text
+
+
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        raise OptionValueError(name, f"must be a positive whole number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -106,11 +115,11 @@ class DataOptions:
         if self.limit is not None:
             _check_positive("limit", self.limit)
         if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be between 0 and 1, got {self.holdout_fraction}")
+            raise OptionValueError("holdout_fraction", f"must be between 0 and 1, got {self.holdout_fraction}")
         if self.num_classes > IGNORED:
-            raise ValueError(f"num_classes must be at most {IGNORED}, got {self.num_classes}")
+            raise OptionValueError("num_classes", f"must be at most {IGNORED}, got {self.num_classes}")
         if self.ignore_class is not None and not 0 <= self.ignore_class <= 255:
-            raise ValueError(f"ignore_class must be a mask value from 0 to 255, got {self.ignore_class}")
+            raise OptionValueError("ignore_class", f"must be a mask value from 0 to 255, got {self.ignore_class}")
         if self.cache not in CACHES:
             raise ValueError(f"cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
         if self.cache == "disk" and not self.cache_dir:

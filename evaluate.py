@@ -34,7 +34,7 @@ import visualize  # noqa: E402
 from errors import UserError, run_cli, user_errors  # noqa: E402
 from files import write_json, write_text  # noqa: E402
 from options import (add_label_options, add_size_option, add_tta_option, check_at_least_one,  # noqa: E402
-                     check_label_options, load_model_option)
+                     load_model_option, option_value_errors)
 from rundir import RunDir  # noqa: E402
 
 
@@ -59,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_at_least_one(args, ("batch_size", "limit", "size"))
-    check_label_options(args)
+    check_at_least_one(args, ("batch_size", "limit", "size", "num_classes"))  # 0 would read as "not given"
     if args.worst < 0:
         raise UserError(f"--worst must be 0 or more, got {args.worst}")
     output = RunDir.unused_path(args.output or None, "evaluate", resumable=False)
@@ -90,7 +89,7 @@ def data_options(args: argparse.Namespace, model_classes: int, model_size: int) 
     known_source = args.data in (data.TFDS_NAME, data.SYNTHETIC) or data.is_oxford(args.data) or data.is_voc(args.data)
     num_classes = args.num_classes or (defaults["num_classes"] if known_source else model_classes)
     ignore = args.ignore_class if args.ignore_class is not None else defaults["ignore_class"]
-    with user_errors():
+    with user_errors(), option_value_errors():
         options = data.DataOptions(image_size=model_size, limit=args.limit, num_classes=num_classes,
                                    mask_offset=args.mask_offset, holdout_fraction=args.holdout_fraction,
                                    ignore_class=ignore)

@@ -10,11 +10,12 @@ single command describes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import augment
 import data
@@ -241,16 +242,14 @@ def add_label_options(add, own_classes: str) -> None:
         "255 for Pascal VOC (its default), or 3 with --num-classes 2 to leave out Oxford's border"))
 
 
-def check_label_options(args: argparse.Namespace) -> None:
-    """add_label_options' values, named as on the command line (data.DataOptions checks them
-    again, by its own field names)."""
-    check_at_least_one(args, ("num_classes",))
-    if args.num_classes is not None and args.num_classes > data.IGNORED:
-        raise UserError(f"--num-classes must be at most {data.IGNORED}, got {args.num_classes}")
-    if not 0.0 < args.holdout_fraction < 1.0:
-        raise UserError(f"--holdout-fraction must be between 0 and 1, got {args.holdout_fraction}")
-    if args.ignore_class is not None and not 0 <= args.ignore_class <= 255:
-        raise UserError(f"--ignore-class must be a mask value from 0 to 255, got {args.ignore_class}")
+@contextlib.contextmanager
+def option_value_errors() -> Iterator[None]:
+    """A library's `data.OptionValueError` as a UserError naming the option its field came from
+    (`holdout_fraction`: --holdout-fraction)."""
+    try:
+        yield
+    except data.OptionValueError as error:
+        raise UserError(f"--{error.field.replace('_', '-')} {error.text}") from error
 
 
 def add_tta_option(add, what: str) -> None:
@@ -408,8 +407,7 @@ def resolve_source_defaults(args: argparse.Namespace) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Numbers argparse's types cannot check on their own, each named in its message."""
-    check_at_least_one(args, ("image_size", "batch_size", "show", "epochs", "limit", "crop"))
-    check_label_options(args)
+    check_at_least_one(args, ("image_size", "batch_size", "num_classes", "show", "epochs", "limit", "crop"))
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise UserError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
     if args.crop is not None and args.crop > args.image_size:
@@ -425,7 +423,7 @@ def check_options(args: argparse.Namespace) -> None:
         raise UserError("--deterministic needs --seed: without a seed every run draws new weights")
     if not 0.0 <= args.bn_momentum < 1.0:
         raise UserError(f"--bn-momentum must be in [0, 1), got {args.bn_momentum}")
-    with user_errors():
+    with user_errors(), option_value_errors():
         options = data_options(args)
     with user_errors(f"--ignore-class {args.ignore_class}"):
         options.labels(oxford=data.is_oxford(args.data))
