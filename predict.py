@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -137,8 +137,7 @@ def plan_jobs(
         jobs.append(Job(source, mask_path, into / overlay_name(source) if overlay else None))
     existing = [p for job in jobs for p in (job.mask_path, job.overlay_path) if p is not None and p.exists()]
     if existing and not overwrite:
-        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-        raise UserError(f"{', '.join(map(str, existing[:3]))}{more} already exist; pass --overwrite to replace them")
+        raise UserError(f"{first_few(map(str, existing))} already exist; pass --overwrite to replace them")
     return jobs
 
 
@@ -153,8 +152,8 @@ def find_images(folder: Path, recursive: bool, skip_outputs: bool) -> list[Path]
         sources = [p for p in sources if not p.stem.endswith(("_mask", "_overlay"))]
     unread = [p for p in files if p.suffix.lower() in UNREAD_IMAGE_EXTENSIONS]
     if unread:
-        named = ", ".join(p.name for p in unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
-        why = f"{len(unread)} photo(s) in a format predict.py does not read ({named}); convert them to JPEG or PNG"
+        why = (f"{len(unread)} photo(s) in a format predict.py does not read ({first_few(p.name for p in unread)}); "
+               "convert them to JPEG or PNG")
         if sources:
             print(f"warning: left out {why}", file=sys.stderr)
         else:
@@ -163,6 +162,12 @@ def find_images(folder: Path, recursive: bool, skip_outputs: bool) -> list[Path]
         raise UserError(f"--input {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
                         + ("" if recursive else "; add --recursive to look in sub-folders"))
     return sources
+
+
+def first_few(names: Iterable[str], shown: int = 3) -> str:
+    """"a, b, c and 4 more": a message's list of files, kept to one line."""
+    names = list(names)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def overlay_name(source: Path) -> str:
