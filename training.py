@@ -283,9 +283,10 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     configure_precision(args.mixed_precision)
-    slow = precision_warning(args.mixed_precision, bool(tf.config.list_physical_devices("GPU")), cpu_has_bfloat16())
-    if slow is not None:
-        warnings.warn(slow, Notice)
+    if args.mixed_precision is not None:  # the devices and CPU flags are asked only then
+        slow = precision_warning(args.mixed_precision, bool(tf.config.list_physical_devices("GPU")), cpu_has_bfloat16())
+        if slow is not None:
+            warnings.warn(slow, Notice)
     phases = list(phases or [Phase(args.epochs, args.learning_rate)])
     synchronized = strategy.num_replicas_in_sync > 1
     if not args.resume:  # checked now, created once data and model are ready: a failed start leaves nothing
@@ -325,9 +326,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
                                          outline_weight=args.outline_weight))
     shown = next(iter(test_split.examples.take(args.show).batch(args.show)))
     steps_per_epoch = math.ceil(train_split.count * passes / args.batch_size)
-    steps = f"{steps_per_epoch} step{'' if steps_per_epoch == 1 else 's'} an epoch"
     print(f"{train_split.count} training and {test_split.count} test examples ({val_split.count} scored after "
-          f"each epoch); {steps}" + (f" ({passes} passes)" if passes > 1 else ""))
+          f"each epoch); {counted(steps_per_epoch, 'step')} an epoch" + (f" ({passes} passes)" if passes > 1 else ""))
 
     with open_run_folder(args, scratch, options.cache_dir if options.cache == "disk" else None) as run:
         # traced once (again if a phase rebuilds the model): the panel each epoch, the test split at the end
@@ -358,9 +358,8 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
             code = stopped.exit_code if isinstance(stopped, Stopped) else 130
             why = "interrupted" if code == 130 else f"stopped by {stopped}"
             finished = run.completed_epochs()
-            kept = (f"{Path(args.output) / 'last.keras'} and the history hold the {finished} finished "
-                    f"epoch{'' if finished == 1 else 's'}; continue" if finished else
-                    "before the first epoch finished; start it again")
+            kept = (f"{Path(args.output) / 'last.keras'} and the history hold the {counted(finished, 'finished epoch')}"
+                    "; continue" if finished else "before the first epoch finished; start it again")
             print(f"\n{why}: {kept} with --resume {args.output}", file=sys.stderr)
             return code
         if not getattr(model, "compiled", False):  # resumed with no epoch left, from a file saved uncompiled
@@ -382,6 +381,11 @@ def train(args: argparse.Namespace, build_model: BuildModel, phases: Sequence[Ph
           f"at each photo's own size {original['mean_iou']:.4f} and {original['accuracy']:.4f}; "
           f"run folder: {args.output}")
     return 0
+
+
+def counted(number: int, noun: str) -> str:
+    """"1 step", "15 steps"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def phase_starts(phases: Sequence[Phase]) -> list[tuple[int, str]]:
